@@ -1,0 +1,216 @@
+"""The chunk frame: how one chunk is stored in the cache, in the blob store and on the wire.
+
+Layout (all integers big-endian; full description in docs/format.md)::
+
+    0   4  magic  b"CRNF"
+    4   1  version (1)
+    5   1  flags: bits 0-1 compression (0 none, 1 zstd), bits 2-3 encryption
+           (0 none, 1 AES-256-GCM), bits 4-7 reserved (must be 0)
+    6   8  key id (zero when not encrypted)
+    14  4  plaintext length (<= MAX_PLAIN)
+    18 12  nonce (only when encrypted)
+    ..     payload: the (compressed) chunk; when encrypted, ciphertext followed by a 16-byte tag
+
+When encrypted, the associated data is the header (bytes 0..30) followed by the 32-byte chunk
+id, so a frame cannot be replayed under another id or have its header altered. Decoding
+verifies everything it can and raises a ``FrameError`` subclass instead of returning
+unverified bytes; plaintext frames are checked by recomputing the keyed chunk id.
+
+All functions here are thread-safe and release the GIL inside the compression, cipher and
+hash libraries, so callers run them in a thread pool.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from dataclasses import dataclass
+
+import zstandard
+from cryptography.exceptions import InvalidTag
+
+from . import ids
+from .errors import FrameCorrupt, IdMismatch, UnknownKey, UnknownVersion
+from .keys import KEY_ID_SIZE, DataKey, Keyring
+
+MAGIC = b"CRNF"
+VERSION = 1
+MAX_PLAIN = 16 * 1024 * 1024
+COMP_NONE, COMP_ZSTD = 0, 1
+ENC_NONE, ENC_AESGCM = 0, 1
+NONCE_SIZE = 12
+TAG_SIZE = 16
+DEFAULT_LEVEL = 3
+
+_HEADER = struct.Struct(">4sBB8sI")
+HEADER_SIZE = _HEADER.size  # 18
+_NO_KEY = bytes(KEY_ID_SIZE)
+# Keep the compressed form only when it saves at least 1/32 of the chunk: below that the
+# saving is not worth a decompression on every read.
+_MIN_SAVING_SHIFT = 5
+
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    # zstandard objects must not be used by two threads at once; one per thread and level.
+    cache: dict[int, zstandard.ZstdCompressor] = _local.__dict__.setdefault("c", {})
+    c = cache.get(level)
+    if c is None:
+        c = cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    return c
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "d", None)
+    if d is None:
+        d = _local.d = zstandard.ZstdDecompressor()
+    return d
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    version: int
+    compression: int
+    encryption: int
+    key_id: bytes
+    plain_len: int
+
+    @property
+    def encrypted(self) -> bool:
+        return self.encryption != ENC_NONE
+
+
+def peek(frame: bytes | memoryview) -> FrameInfo:
+    """Parse and check the header only (magic, version, flags, length bounds)."""
+    if len(frame) < HEADER_SIZE:
+        raise FrameCorrupt("frame shorter than its header")
+    magic, version, flags, kid, plain_len = _HEADER.unpack_from(frame)
+    if magic != MAGIC:
+        raise FrameCorrupt("not a chunk frame (bad magic)")
+    if version != VERSION:
+        raise UnknownVersion(f"frame version {version} is not supported")
+    comp, enc = flags & 0b11, (flags >> 2) & 0b11
+    if flags >> 4 or comp > COMP_ZSTD or enc > ENC_AESGCM:
+        raise FrameCorrupt("frame has unknown flags")
+    if plain_len > MAX_PLAIN:
+        raise FrameCorrupt("frame claims an oversized chunk")
+    if enc == ENC_NONE and kid != _NO_KEY:
+        raise FrameCorrupt("plain frame carries a key id")
+    return FrameInfo(version, comp, enc, kid, plain_len)
+
+
+def _header(comp: int, enc: int, kid: bytes, plain_len: int) -> bytes:
+    return _HEADER.pack(MAGIC, VERSION, comp | (enc << 2), kid, plain_len)
+
+
+def _compress(data: bytes | memoryview, level: int | None) -> tuple[int, bytes | memoryview]:
+    if level is None:
+        return COMP_NONE, data
+    packed = _compressor(level).compress(data)
+    if len(packed) <= len(data) - (len(data) >> _MIN_SAVING_SHIFT) and len(packed) < len(data):
+        return COMP_ZSTD, packed
+    return COMP_NONE, data
+
+
+def encode(
+    cid: bytes,
+    plaintext: bytes | bytearray | memoryview,
+    *,
+    level: int | None = DEFAULT_LEVEL,
+    key: DataKey | None = None,
+) -> bytes:
+    """Frame one chunk. ``level=None`` disables compression; ``key`` enables encryption.
+
+    ``cid`` is the chunk's id (bound into the encryption); it is not recomputed here.
+    """
+    if len(plaintext) > MAX_PLAIN:
+        raise ValueError("chunk larger than the frame format allows")
+    if len(cid) != ids.ID_SIZE:
+        raise ValueError("chunk id must be 32 bytes")
+    comp, payload = _compress(plaintext, level)
+    if key is None:
+        return b"".join((_header(comp, ENC_NONE, _NO_KEY, len(plaintext)), payload))
+    return _seal(_header(comp, ENC_AESGCM, key.key_id, len(plaintext)), payload, cid, key)
+
+
+def _seal(header: bytes, payload: bytes | memoryview, cid: bytes, key: DataKey) -> bytes:
+    nonce = os.urandom(NONCE_SIZE)
+    head = header + nonce
+    return head + key.aead.encrypt(nonce, bytes(payload), head + cid)
+
+
+def _open(frame: bytes | memoryview, info: FrameInfo, cid: bytes, keys: Keyring) -> bytes:
+    key = keys.get(info.key_id)
+    if key is None:
+        raise UnknownKey(f"no key with id {info.key_id.hex()}")
+    head_len = HEADER_SIZE + NONCE_SIZE
+    if len(frame) < head_len + TAG_SIZE:
+        raise FrameCorrupt("encrypted frame is truncated")
+    head = bytes(frame[:head_len])
+    try:
+        return key.aead.decrypt(head[HEADER_SIZE:], bytes(frame[head_len:]), head + cid)
+    except InvalidTag:
+        raise FrameCorrupt("frame failed authentication (altered, truncated or wrong id)") from None
+
+
+def _inflate(payload: bytes | memoryview, info: FrameInfo) -> bytes:
+    if info.compression == COMP_NONE:
+        if len(payload) != info.plain_len:
+            raise FrameCorrupt("stored payload length does not match the header")
+        return bytes(payload)
+    try:
+        out = _decompressor().decompress(payload, max_output_size=info.plain_len)
+    except zstandard.ZstdError as e:
+        raise FrameCorrupt(f"compressed payload does not decode: {e}") from None
+    if len(out) != info.plain_len:
+        raise FrameCorrupt("decompressed length does not match the header")
+    return out
+
+
+def decode(
+    frame: bytes | memoryview,
+    cid: bytes,
+    *,
+    keys: Keyring | None = None,
+    dedupe_key: bytes | None = None,
+) -> bytes:
+    """Return the verified plaintext of ``frame`` stored under chunk id ``cid``.
+
+    Encrypted frames need their key in ``keys``; plain frames need ``dedupe_key`` so the id can
+    be recomputed (with it, encrypted frames are checked against the id as well).
+    Raises ``FrameCorrupt``, ``UnknownVersion``, ``UnknownKey`` or ``IdMismatch``.
+    """
+    info = peek(frame)
+    if info.encrypted:
+        payload: bytes | memoryview = _open(frame, info, cid, keys or {})
+    elif dedupe_key is None:
+        raise TypeError("decoding a plain frame needs the dedupe key to verify the chunk id")
+    else:
+        payload = memoryview(frame)[HEADER_SIZE:]
+    plain = _inflate(payload, info)
+    if dedupe_key is not None and ids.chunk_id(dedupe_key, plain) != cid:
+        raise IdMismatch("chunk does not match its id")
+    return plain
+
+
+def encrypt_frame(frame: bytes | memoryview, cid: bytes, key: DataKey) -> bytes:
+    """Encrypt a plain frame under ``key`` without recompressing it.
+
+    The caller has verified the frame (``decode`` with the dedupe key) beforehand.
+    """
+    info = peek(frame)
+    if info.encrypted:
+        raise ValueError("frame is already encrypted")
+    header = _header(info.compression, ENC_AESGCM, key.key_id, info.plain_len)
+    return _seal(header, memoryview(frame)[HEADER_SIZE:], cid, key)
+
+
+def decrypt_frame(frame: bytes | memoryview, cid: bytes, keys: Keyring) -> bytes:
+    """Turn an encrypted frame into the plain frame of the same payload (authenticated)."""
+    info = peek(frame)
+    if not info.encrypted:
+        return bytes(frame)
+    payload = _open(frame, info, cid, keys)
+    return _header(info.compression, ENC_NONE, _NO_KEY, info.plain_len) + payload

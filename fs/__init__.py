@@ -1,0 +1,1 @@
+"""Cairn drive: the FUSE file system, local state, cache and sync agent (trio)."""

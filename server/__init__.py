@@ -1,0 +1,1 @@
+"""Cairn server: metadata service, chunk store, auth and change hints (aiohttp)."""
