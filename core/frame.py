@@ -105,7 +105,7 @@ def _header(comp: int, enc: int, kid: bytes, plain_len: int) -> bytes:
     return _HEADER.pack(MAGIC, VERSION, comp | (enc << 2), kid, plain_len)
 
 
-def _compress(data: bytes | memoryview, level: int | None) -> tuple[int, bytes | memoryview]:
+def _compress(data: ids.Buffer, level: int | None) -> tuple[int, ids.Buffer]:
     if level is None:
         return COMP_NONE, data
     packed = _compressor(level).compress(data)
@@ -135,7 +135,7 @@ def encode(
     return _seal(_header(comp, ENC_AESGCM, key.key_id, len(plaintext)), payload, cid, key)
 
 
-def _seal(header: bytes, payload: bytes | memoryview, cid: bytes, key: DataKey) -> bytes:
+def _seal(header: bytes, payload: ids.Buffer, cid: bytes, key: DataKey) -> bytes:
     nonce = os.urandom(NONCE_SIZE)
     head = header + nonce
     return head + key.aead.encrypt(nonce, bytes(payload), head + cid)

@@ -82,9 +82,7 @@ def wrap_key(
     """Encrypt ``key`` under a passphrase; the result holds everything needed to unwrap it."""
     pw = passphrase.encode() if isinstance(passphrase, str) else passphrase
     salt, nonce = os.urandom(16), os.urandom(12)
-    header = _WRAP_HEADER.pack(
-        WRAP_MAGIC, WRAP_VERSION, time_cost, memory_kib, lanes, salt, nonce
-    )
+    header = _WRAP_HEADER.pack(WRAP_MAGIC, WRAP_VERSION, time_cost, memory_kib, lanes, salt, nonce)
     kek = _kek(pw, salt, time_cost, memory_kib, lanes)
     return header + AESGCM(kek).encrypt(nonce, key.secret, header)
 
