@@ -1,0 +1,248 @@
+"""The chunk cache: encrypted frames on disk, keyed by chunk id, LRU-bounded; and the
+``ChunkSource`` protocol the network half implements for chunks the cache lacks.
+
+Layout under the cache root::
+
+    dirty/ab/<hex id>   chunks written here and not yet uploaded (never evicted)
+    clean/ab/<hex id>   chunks the server holds (fetched, or uploaded and ``mark_clean``-ed)
+    tmp/                files being written (removed at start: a crash leaves no half entry)
+
+Every file is one frame encrypted with the device ``DataKey`` (``cairn.core.frame``), the
+chunk id bound as associated data, so a swapped or altered file fails to decode instead of
+returning wrong bytes. Entries appear by ``rename`` only; ``put``/``put_frame`` are idempotent.
+
+Dirty-ness is the directory a file lives in, so it survives a crash without an index.
+``mark_clean`` renames dirty→clean and then evicts least-recently-used clean chunks until the
+total is at most ``limit`` (dirty bytes count towards the total but are never evicted, so a
+cache full of unuploaded data may exceed its limit).
+
+Every method is blocking file I/O and thread-safe (one lock over the index); the drive calls
+them from worker threads (``trio.to_thread.run_sync``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+from cairn.core import frame
+from cairn.core.errors import FrameError, NotFound
+from cairn.core.keys import DataKey, keyring
+
+log = logging.getLogger("cairn.fs.cache")
+
+
+class ChunkSource(Protocol):
+    """Where chunks missing from the cache come from (the server, through ``fs/client.py``).
+
+    ``fetch`` returns the PLAIN frame (as ``GET /api/v1/chunks/{id}`` serves it); the drive
+    verifies it with the dedupe key before trusting it. It must give up within a few
+    seconds when the server is unreachable and raise ``cairn.core.errors.Unavailable``
+    (a read then fails with EIO); ``NotFound`` when the server does not have it.
+    """
+
+    async def fetch(self, cid: bytes) -> bytes: ...
+
+
+class ChunkCache:
+    def __init__(self, root: Path | str, key: DataKey, limit: int) -> None:
+        self.root = Path(root)
+        self.key = key
+        self._keys = keyring(key)
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._clean: OrderedDict[bytes, int] = OrderedDict()  # LRU order: oldest first
+        self._dirty: dict[bytes, int] = {}
+        self._used = 0
+        for sub in ("dirty", "clean", "tmp"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        for leftover in (self.root / "tmp").iterdir():
+            leftover.unlink()
+        self._scan()
+
+    def _scan(self) -> None:
+        found: list[tuple[float, bytes, int]] = []
+        for state in ("dirty", "clean"):
+            for sub in (self.root / state).iterdir():
+                for f in sub.iterdir():
+                    try:
+                        cid = bytes.fromhex(f.name)
+                    except ValueError:
+                        continue
+                    st = f.stat()
+                    if state == "dirty":
+                        self._dirty[cid] = st.st_size
+                        self._used += st.st_size
+                    else:
+                        found.append((st.st_atime, cid, st.st_size))
+        for _, cid, size in sorted(found):
+            self._clean[cid] = size
+            self._used += size
+
+    def _path(self, state: str, cid: bytes) -> Path:
+        h = cid.hex()
+        return self.root / state / h[:2] / h
+
+    # --- state ----------------------------------------------------------------------------
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    @property
+    def dirty_bytes(self) -> int:
+        with self._lock:
+            return sum(self._dirty.values())
+
+    def dirty_ids(self) -> list[bytes]:
+        with self._lock:
+            return list(self._dirty)
+
+    def has(self, cid: bytes) -> bool:
+        with self._lock:
+            return cid in self._dirty or cid in self._clean
+
+    def is_dirty(self, cid: bytes) -> bool:
+        with self._lock:
+            return cid in self._dirty
+
+    # --- writing --------------------------------------------------------------------------
+
+    def _install(self, cid: bytes, data: bytes, dirty: bool) -> None:
+        state = "dirty" if dirty else "clean"
+        dest = self._path(state, cid)
+        dest.parent.mkdir(exist_ok=True, mode=0o700)
+        tmp = self.root / "tmp" / f"{cid.hex()}.{threading.get_ident()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, dest)
+        with self._lock:
+            if dirty:
+                self._dirty[cid] = len(data)
+            else:
+                self._clean[cid] = len(data)
+            self._used += len(data)
+        if not dirty:
+            self._evict()
+
+    def put(self, cid: bytes, plain: bytes | bytearray | memoryview, *, dirty: bool = True,
+            level: int | None = frame.DEFAULT_LEVEL) -> bool:  # fmt: skip
+        """Frame (compress, encrypt) and store a chunk written on this device.
+
+        Returns False when the id was already cached (nothing written). CPU-heavy.
+        """
+        if self.has(cid):
+            return False
+        self._install(cid, frame.encode(cid, plain, level=level, key=self.key), dirty)
+        return True
+
+    def put_frame(self, cid: bytes, plain_frame: bytes) -> None:
+        """Store a plain frame that the caller has verified (``frame.decode`` with the
+        dedupe key), as a clean entry."""
+        if self.has(cid):
+            return
+        self._install(cid, frame.encrypt_frame(plain_frame, cid, self.key), False)
+
+    def fsync(self, cids: Iterable[bytes]) -> None:
+        """Make the given entries (and their directory entries) durable."""
+        dirs: set[Path] = set()
+        for cid in cids:
+            p = self._path("dirty", cid)
+            if not p.exists():
+                p = self._path("clean", cid)
+            try:
+                fd = os.open(p, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            dirs.add(p.parent)
+        for d in dirs | {self.root / "dirty", self.root / "clean"} if dirs else ():
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def mark_clean(self, cids: Iterable[bytes]) -> None:
+        """After upload: dirty entries become clean (evictable). Unknown ids are ignored."""
+        for cid in cids:
+            with self._lock:
+                size = self._dirty.pop(cid, None)
+            if size is None:
+                continue
+            dest = self._path("clean", cid)
+            dest.parent.mkdir(exist_ok=True, mode=0o700)
+            os.replace(self._path("dirty", cid), dest)
+            with self._lock:
+                self._clean[cid] = size
+        self._evict()
+
+    def _evict(self) -> None:
+        while True:
+            with self._lock:
+                if self._used <= self.limit or not self._clean:
+                    return
+                cid, size = self._clean.popitem(last=False)
+                self._used -= size
+            self._path("clean", cid).unlink(missing_ok=True)
+
+    def _drop(self, cid: bytes) -> None:
+        with self._lock:
+            size = self._clean.pop(cid, None)
+            if size is None:
+                size = self._dirty.pop(cid, None)
+            if size is not None:
+                self._used -= size
+        for state in ("dirty", "clean"):
+            self._path(state, cid).unlink(missing_ok=True)
+
+    # --- reading --------------------------------------------------------------------------
+
+    def _read(self, cid: bytes) -> bytes | None:
+        with self._lock:
+            if cid in self._dirty:
+                state = "dirty"
+            elif cid in self._clean:
+                self._clean.move_to_end(cid)
+                state = "clean"
+            else:
+                return None
+        try:
+            return self._path(state, cid).read_bytes()
+        except FileNotFoundError:
+            # Evicted between the index check and the read.
+            return None
+
+    def get(self, cid: bytes) -> bytes | None:
+        """The verified plaintext of a cached chunk, or None when not cached.
+
+        A cached frame that does not decode (disk corruption) is dropped with one warning
+        and reported as not cached, so the caller fetches it again.
+        """
+        data = self._read(cid)
+        if data is None:
+            return None
+        try:
+            return frame.decode(data, cid, keys=self._keys)
+        except FrameError as e:
+            log.warning("dropping corrupt cache entry %s: %s", cid.hex(), e)
+            self._drop(cid)
+            return None
+
+    def plain_frame(self, cid: bytes) -> bytes:
+        """The uploadable plain frame (compressed, not encrypted) of a cached chunk.
+
+        Raises ``NotFound`` when the chunk is not cached, ``FrameError`` when corrupt.
+        """
+        data = self._read(cid)
+        if data is None:
+            raise NotFound(f"chunk {cid.hex()} is not in the cache")
+        return frame.decrypt_frame(data, cid, self._keys)

@@ -1,0 +1,490 @@
+"""The drive's local state in RocksDB (rocksdict, raw mode): nodes, names, blocklists, outbox.
+
+Keys (``ino`` and ``seq`` are 8-byte big-endian so RocksDB's order is numeric order)::
+
+    n ino                  node record (JSON: id, type, mode, uid, gid, times, size, target,
+                           xattrs, base_rev, names)
+    b ino                  blocklist of a file (``cairn.core.wire.Blocklist.encode``)
+    i node-id (16 bytes)   ino of a node id (both directions: the record holds the id)
+    d parent cookie name   child ino; ``cookie`` is 8 bytes derived from the name (see
+                           ``name_cookie``), so readdir resumes after a cookie and offsets
+                           stay valid while entries come and go
+    o seq                  outbox entry (JSON: the op's wire form)
+    m key                  metadata: next ino, cursor
+
+Contracts
+- Inode 1 is the home namespace's root node; its node id is given to :meth:`Store.open`.
+  Node ids are the wire's (32 hex chars); a local create draws a random one at once.
+- Every multi-key change goes through a :class:`Txn` and lands in ONE WriteBatch
+  (``Txn.commit``). A txn reads its own writes. ``commit(sync=True)`` syncs the WAL; the
+  ops layer prefers :class:`cairn.fs.durable.GroupSync` so concurrent fsyncs share a sync.
+- The outbox is an ordered queue of ``cairn.core.wire`` ops appended in the same batch as
+  the local change they describe. Ops carry the node's ``base_rev`` at append time; for a
+  node never pushed that is 0 (an ``update`` queued behind its ``create``). The pusher:
+    1. ``outbox_peek(n)`` → ``[OutboxEntry(seq, op)]`` in order (does not remove);
+    2. uploads chunks, commits. Within one commit batch, an op whose node had an earlier op
+       in the same batch must take its ``base_rev`` from that earlier result (the store
+       only rewrites ops still queued when ``outbox_done`` runs);
+    3. ``outbox_done(seqs, revs)`` removes the entries and, for ``revs`` ``{node id: rev}``,
+       sets the node's ``base_rev`` and rewrites ``base_rev`` of that node's queued ops.
+  ``pending(node_id)`` is true while a node has queued ops: :meth:`apply_remote` never
+  overwrites such a node (local wins until the sync layer resolves the conflict) and
+  reports it in ``Changes.kept_local``.
+- ``apply_remote(entries)`` applies changes-feed entries in one batch (see its docstring).
+
+Thread safety: call from one thread (the trio thread). RocksDB itself is thread-safe, so a
+worker thread may run ``sync_wal``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import os
+import struct
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rocksdict
+
+from cairn.core import wire
+from cairn.core.wire import Blocklist
+
+ROOT_INO = 1
+_U64 = struct.Struct(">Q")
+_N, _B, _I, _D, _O, _M = b"n", b"b", b"i", b"d", b"o", b"m"
+_NEXT_INO = _M + b"next_ino"
+_CURSOR = _M + b"cursor"
+
+
+def _k(prefix: bytes, n: int) -> bytes:
+    return prefix + _U64.pack(n)
+
+
+def name_cookie(name: str) -> int:
+    """The readdir offset of the entry *after* ``name``: 63 bits of a hash, never 0.
+
+    Dirents are ordered by cookie, so ``readdir(start=cookie)`` resumes exactly after that
+    name even when entries were added or removed meanwhile. A collision (2^-63) could make
+    readdir skip one entry; it can never loop.
+    """
+    h = int.from_bytes(
+        hashlib.blake2b(name.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    )
+    return (h >> 1) or 1
+
+
+def _dkey(parent: int, name: str) -> bytes:
+    return (
+        _D
+        + _U64.pack(parent)
+        + _U64.pack(name_cookie(name))
+        + name.encode("utf-8", "surrogateescape")
+    )
+
+
+def new_node_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_op_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Node:
+    """One node as the drive knows it. ``names`` are ``(parent ino, name)`` pairs."""
+
+    ino: int
+    id: str
+    type: str  # "file" | "dir" | "symlink"
+    mode: int  # permission bits only
+    uid: int
+    gid: int
+    mtime_ns: int
+    ctime_ns: int
+    size: int = 0
+    target: str | None = None
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+    base_rev: int = 0
+    names: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def nlink(self) -> int:
+        return 2 if self.type == "dir" else max(len(self.names), 0)
+
+    def encode(self) -> bytes:
+        d = dataclasses.asdict(self)
+        d["xattrs"] = {k: base64.b64encode(v).decode() for k, v in self.xattrs.items()}
+        return json.dumps(d, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Node:
+        d = json.loads(raw)
+        d["xattrs"] = {k: base64.b64decode(v) for k, v in d["xattrs"].items()}
+        d["names"] = [(p, n) for p, n in d["names"]]
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    seq: int
+    op: wire.Op
+
+
+@dataclass
+class Changes:
+    """What :meth:`Store.apply_remote` changed, for kernel cache invalidation."""
+
+    inodes: set[int] = field(default_factory=set)  # attrs or content changed
+    content: set[int] = field(default_factory=set)  # content changed (drop page cache)
+    entries: set[tuple[int, str]] = field(default_factory=set)  # (parent ino, name)
+    kept_local: list[str] = field(default_factory=list)  # node ids with unpushed local edits
+
+
+def _op_from_json(obj: dict[str, Any]) -> wire.Op:
+    # wire.parse_op insists on base_rev >= 1 (what the server accepts); queued ops of a node
+    # not yet pushed carry 0 until outbox_done rewrites them.
+    if obj.get("op") == "update" and obj.get("base_rev") == 0:
+        return dataclasses.replace(wire.parse_op({**obj, "base_rev": 1}), base_rev=0)  # type: ignore[arg-type]
+    return wire.parse_op(obj)
+
+
+class Txn:
+    """Staged writes over the store, read-your-writes, committed as one WriteBatch."""
+
+    def __init__(self, store: Store) -> None:
+        self._s = store
+        self._w: dict[bytes, bytes | None] = {}
+        self._ops: list[tuple[int, str]] = []  # (seq, node id) appended here
+        self._done: list[tuple[int, str]] = []  # (seq, node id) removed here
+
+    # raw access
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._w:
+            return self._w[key]
+        return self._s.db.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._w[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._w[key] = None
+
+    # typed helpers
+    def node(self, ino: int) -> Node | None:
+        raw = self.get(_k(_N, ino))
+        return None if raw is None else Node.decode(raw)
+
+    def put_node(self, node: Node) -> None:
+        self.put(_k(_N, node.ino), node.encode())
+        self.put(_I + bytes.fromhex(node.id), _U64.pack(node.ino))
+
+    def drop_node(self, node: Node) -> None:
+        """Forget a node entirely (its names must already be gone)."""
+        self.delete(_k(_N, node.ino))
+        self.delete(_k(_B, node.ino))
+        self.delete(_I + bytes.fromhex(node.id))
+
+    def blocklist(self, ino: int) -> Blocklist:
+        raw = self.get(_k(_B, ino))
+        return Blocklist() if raw is None else Blocklist.decode(raw)
+
+    def put_blocklist(self, ino: int, bl: Blocklist) -> None:
+        self.put(_k(_B, ino), bl.encode())
+
+    def ino_of(self, node_id: str) -> int | None:
+        raw = self.get(_I + bytes.fromhex(node_id))
+        return None if raw is None else _U64.unpack(raw)[0]
+
+    def alloc_ino(self) -> int:
+        raw = self.get(_NEXT_INO)
+        ino = _U64.unpack(raw)[0] if raw else ROOT_INO + 1
+        self.put(_NEXT_INO, _U64.pack(ino + 1))
+        return ino
+
+    def map_ino(self, node_id: str) -> int:
+        """The ino of ``node_id``, allocating one (a placeholder until its record lands)."""
+        ino = self.ino_of(node_id)
+        if ino is None:
+            ino = self.alloc_ino()
+            self.put(_I + bytes.fromhex(node_id), _U64.pack(ino))
+        return ino
+
+    def lookup(self, parent: int, name: str) -> int | None:
+        raw = self.get(_dkey(parent, name))
+        return None if raw is None else _U64.unpack(raw)[0]
+
+    def add_name(self, node: Node, parent: int, name: str) -> None:
+        """Link ``node`` as ``parent/name`` (caller checked the name is free); updates
+        ``node.names`` but does not write the node record."""
+        self.put(_dkey(parent, name), _U64.pack(node.ino))
+        node.names.append((parent, name))
+
+    def remove_name(self, node: Node, parent: int, name: str) -> None:
+        if self.lookup(parent, name) == node.ino:
+            self.delete(_dkey(parent, name))
+        if (parent, name) in node.names:
+            node.names.remove((parent, name))
+
+    def outbox_append(self, op: wire.Op) -> None:
+        seq = self._s._next_seq
+        self._s._next_seq += 1
+        self.put(_k(_O, seq), json.dumps(op.to_json(), separators=(",", ":")).encode())
+        self._ops.append((seq, op.node))
+
+    def commit(self, *, sync: bool = False) -> None:
+        """Write everything staged as one WriteBatch (WAL synced when ``sync``)."""
+        self._s._write(self._w, sync)
+        for _, nid in self._ops:
+            self._s._pending[nid] = self._s._pending.get(nid, 0) + 1
+        for _, nid in self._done:
+            left = self._s._pending.get(nid, 0) - 1
+            if left > 0:
+                self._s._pending[nid] = left
+            else:
+                self._s._pending.pop(nid, None)
+        self._w, self._ops, self._done = {}, [], []
+
+
+class Store:
+    """The RocksDB-backed local state. Open with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, db: rocksdict.Rdict, root_id: str) -> None:
+        self.db = db
+        self.root_id = root_id
+        self._pending: dict[str, int] = {}
+        self._next_seq = 1
+        last = self._last_key(_O)
+        if last is not None:
+            self._next_seq = _U64.unpack(last[1:])[0] + 1
+        for e in self.outbox_peek(None):
+            self._pending[e.op.node] = self._pending.get(e.op.node, 0) + 1
+
+    @classmethod
+    def open(cls, path: Path | str, root_id: str, *, uid: int | None = None,
+             gid: int | None = None) -> Store:  # fmt: skip
+        """Open (creating if needed) the state at ``path``; ensures the root record exists."""
+        opts = rocksdict.Options(raw_mode=True)
+        opts.create_if_missing(True)
+        db = rocksdict.Rdict(str(path), opts)
+        store = cls(db, root_id)
+        txn = store.txn()
+        if txn.ino_of(root_id) is None or txn.node(ROOT_INO) is None:
+            now = time.time_ns()
+            txn.put_node(Node(ROOT_INO, root_id, "dir", 0o755, os.getuid() if uid is None else uid,
+                              os.getgid() if gid is None else gid, now, now, base_rev=1))  # fmt: skip
+            txn.commit(sync=True)
+        return store
+
+    def close(self) -> None:
+        self.db.close()
+
+    def txn(self) -> Txn:
+        return Txn(self)
+
+    def _write(self, writes: dict[bytes, bytes | None], sync: bool) -> None:
+        if not writes:
+            if sync:
+                self.sync_wal()
+            return
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        for k, v in writes.items():
+            if v is None:
+                wb.delete(k)
+            else:
+                wb.put(k, v)
+        wo = rocksdict.WriteOptions()
+        wo.sync = sync
+        self.db.write(wb, wo)
+
+    def sync_wal(self) -> None:
+        """Make every write so far durable (blocking; run it off the trio thread)."""
+        self.db.flush_wal(True)
+
+    def _last_key(self, prefix: bytes) -> bytes | None:
+        it = self.db.iter()
+        it.seek_for_prev(prefix + b"\xff" * 9)
+        if it.valid() and it.key().startswith(prefix):
+            return bytes(it.key())
+        return None
+
+    def _scan(self, start: bytes, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        it = self.db.iter()
+        it.seek(start)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
+                return
+            yield key, it.value()
+            it.next()
+
+    # --- reads (committed state) ----------------------------------------------------------
+
+    def node(self, ino: int) -> Node | None:
+        raw = self.db.get(_k(_N, ino))
+        return None if raw is None else Node.decode(raw)
+
+    def blocklist(self, ino: int) -> Blocklist:
+        raw = self.db.get(_k(_B, ino))
+        return Blocklist() if raw is None else Blocklist.decode(raw)
+
+    def ino_of(self, node_id: str) -> int | None:
+        return self.txn().ino_of(node_id)
+
+    def lookup(self, parent: int, name: str) -> int | None:
+        return self.txn().lookup(parent, name)
+
+    def readdir(self, parent: int, after: int = 0) -> Iterator[tuple[int, str, int]]:
+        """``(cookie, name, child ino)`` of ``parent`` in cookie order, after ``after``."""
+        prefix = _D + _U64.pack(parent)
+        for key, value in self._scan(prefix + _U64.pack(after + 1), prefix):
+            cookie = _U64.unpack_from(key, 9)[0]
+            yield cookie, key[17:].decode("utf-8", "surrogateescape"), _U64.unpack(value)[0]
+
+    def has_children(self, parent: int) -> bool:
+        return next(self.readdir(parent), None) is not None
+
+    def nodes(self) -> Iterator[Node]:
+        for _, raw in self._scan(_N, _N):
+            yield Node.decode(raw)
+
+    # --- outbox ---------------------------------------------------------------------------
+
+    def outbox_peek(self, n: int | None = 100) -> list[OutboxEntry]:
+        """The first ``n`` (None: all) queued ops in order; does not remove them."""
+        out: list[OutboxEntry] = []
+        for key, raw in self._scan(_O, _O):
+            if n is not None and len(out) >= n:
+                break
+            out.append(OutboxEntry(_U64.unpack(key[1:])[0], _op_from_json(json.loads(raw))))
+        return out
+
+    def outbox_len(self) -> int:
+        return sum(1 for _ in self._scan(_O, _O))
+
+    def pending(self, node_id: str) -> bool:
+        """True while ``node_id`` has ops in the outbox (local edits not yet pushed)."""
+        return node_id in self._pending
+
+    def outbox_done(self, seqs: Iterable[int], revs: dict[str, int] | None = None) -> None:
+        """Remove pushed ops and record the revisions the server gave (one synced batch).
+
+        Idempotent: unknown seqs are ignored. For each ``node id → rev`` the node's
+        ``base_rev`` becomes ``rev`` and queued ``update``/``unlink`` ops of that node get it.
+        """
+        txn = self.txn()
+        for seq in seqs:
+            raw = txn.get(_k(_O, seq))
+            if raw is None:
+                continue
+            txn.delete(_k(_O, seq))
+            txn._done.append((seq, json.loads(raw)["node"]))
+        for node_id, rev in (revs or {}).items():
+            self._set_base_rev(txn, node_id, rev)
+        txn.commit(sync=True)
+
+    def set_base_rev(self, node_id: str, rev: int) -> None:
+        txn = self.txn()
+        self._set_base_rev(txn, node_id, rev)
+        txn.commit()
+
+    def _set_base_rev(self, txn: Txn, node_id: str, rev: int) -> None:
+        ino = txn.ino_of(node_id)
+        node = None if ino is None else txn.node(ino)
+        if node is not None:
+            node.base_rev = rev
+            txn.put_node(node)
+        for key, raw in self._scan(_O, _O):
+            if txn.get(key) is None:
+                continue
+            obj = json.loads(raw)
+            if obj["node"] == node_id and obj["op"] in ("update", "unlink"):
+                obj["base_rev"] = rev
+                txn.put(key, json.dumps(obj, separators=(",", ":")).encode())
+
+    # --- cursor ---------------------------------------------------------------------------
+
+    def cursor(self) -> str | None:
+        raw = self.db.get(_CURSOR)
+        return None if raw is None else raw.decode()
+
+    def set_cursor(self, cursor: str) -> None:
+        self._write({_CURSOR: cursor.encode()}, False)
+
+    # --- remote changes -------------------------------------------------------------------
+
+    def apply_remote(self, entries: Iterable[wire.Node], *, cursor: str | None = None,
+                     uid: int | None = None, gid: int | None = None) -> Changes:  # fmt: skip
+        """Apply changes-feed nodes (in feed order) in ONE WriteBatch, with ``cursor``.
+
+        Each node replaces what was known of it: attributes, blocklist and its whole set of
+        names. An old name is removed only if its dirent still points at this node; a name
+        held by another node moves to this one (that node's own newer entry comes later in
+        the feed). Parents not seen yet get an ino at once (their record follows).
+        Nodes with unpushed local edits (``pending``) are left alone and listed in
+        ``Changes.kept_local``; a name held by such a node is not taken from it either.
+        """
+        uid = os.getuid() if uid is None else uid
+        gid = os.getgid() if gid is None else gid
+        txn = self.txn()
+        ch = Changes()
+        for rn in entries:
+            ino = txn.ino_of(rn.id)
+            if self.pending(rn.id):
+                ch.kept_local.append(rn.id)
+                continue
+            old = None if ino is None else txn.node(ino)
+            if rn.deleted:
+                if old is not None:
+                    for p, n in list(old.names):
+                        txn.remove_name(old, p, n)
+                        ch.entries.add((p, n))
+                    txn.drop_node(old)
+                    ch.inodes.add(old.ino)
+                continue
+            ino = txn.map_ino(rn.id) if ino is None else ino
+            now = time.time_ns()
+            node = old or Node(ino, rn.id, rn.type, rn.mode, uid, gid, rn.mtime_ns, now)
+            want = [(txn.map_ino(p), n) for p, n in rn.names]
+            for p, n in list(node.names):
+                if (p, n) not in want:
+                    txn.remove_name(node, p, n)
+                    ch.entries.add((p, n))
+            for p, n in want:
+                holder = txn.lookup(p, n)
+                if holder == ino:
+                    continue
+                if holder is not None:
+                    other = txn.node(holder)
+                    if other is not None and self.pending(other.id):
+                        ch.kept_local.append(other.id)
+                        continue
+                    if other is not None:
+                        txn.remove_name(other, p, n)
+                        txn.put_node(other)
+                        ch.inodes.add(other.ino)
+                txn.add_name(node, p, n)
+                ch.entries.add((p, n))
+            content_changed = old is None or old.size != rn.size
+            if rn.type == "file" and rn.blocklist is not None:
+                if txn.blocklist(ino) != rn.blocklist:
+                    content_changed = True
+                    txn.put_blocklist(ino, rn.blocklist)
+            node.type, node.mode, node.mtime_ns, node.size = rn.type, rn.mode, rn.mtime_ns, rn.size
+            node.target, node.xattrs, node.base_rev, node.ctime_ns = (
+                rn.target, dict(rn.xattrs), rn.rev, now)  # fmt: skip
+            txn.put_node(node)
+            ch.inodes.add(ino)
+            if content_changed and old is not None:
+                ch.content.add(ino)
+        if cursor is not None:
+            txn.put(_CURSOR, cursor.encode())
+        txn.commit()
+        return ch
