@@ -1,0 +1,140 @@
+"""``create_app(config)``: the aiohttp application of cairn-server.
+
+Middlewares, outermost first: metrics (every answer counted, errors included), errors (the
+one translation of exceptions into JSON answers), authentication (bearer token → device,
+except for the public routes), API rate limit. Resources (thread pool, MetaStore, BlobStore,
+notifier) are opened in a ``cleanup_ctx`` at startup and closed at cleanup, after in-flight
+requests finished; hint sockets and polls are woken and closed at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiohttp import web
+
+from . import keys as server_keys
+from .appkeys import (
+    API_LIMIT,
+    BLOBS,
+    CONFIG,
+    CPU,
+    HINT_SOCKETS,
+    KEYS,
+    LOGIN_LIMIT,
+    META,
+    NOTIFIER,
+    UPLOADS,
+)
+from .auth import auth_middleware
+from .config import Config
+from .errors import error_middleware
+from .handlers import chunks, commit, hints, ops, session, tree
+from .keys import ServerKeys
+from .limits import FailureLimiter, TokenBucket
+from .metrics import metrics_middleware
+from .notify import make_notifier
+
+log = logging.getLogger("cairn.server.app")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def open_meta(cfg: Config) -> Any:
+    """Open the metadata store, apply migrations and check its durability settings."""
+    from .meta import MetaStore
+
+    meta = await MetaStore.open(cfg.database_url)
+    try:
+        await meta.migrate()
+        await meta.check_durability()
+    except BaseException:
+        await meta.close()
+        raise
+    return meta
+
+
+def open_blobs(cfg: Config) -> Any:
+    from .blobs import open_blobstore
+
+    return open_blobstore(dict(cfg.blobs))
+
+
+def _resources(meta: Any, blobs: Any) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        cfg = app[CONFIG]
+        app[CPU] = ThreadPoolExecutor(cfg.cpu_threads, thread_name_prefix="cairn-cpu")
+        owned_meta = meta is None
+        app[META] = await open_meta(cfg) if meta is None else meta
+        try:
+            app[BLOBS] = open_blobs(cfg) if blobs is None else blobs
+            try:
+                await app[NOTIFIER].start()
+                yield
+            finally:
+                await app[NOTIFIER].close()
+                if blobs is None:
+                    await app[BLOBS].close()
+        finally:
+            if owned_meta:
+                await app[META].close()
+            app[CPU].shutdown(wait=True)
+
+    return ctx
+
+
+def _api_limit_middleware() -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        who = request.get("caller")
+        if who is not None:
+            request.app[API_LIMIT].take(str(who.device_id))
+        return await handler(request)
+
+    return middleware
+
+
+def create_app(
+    config: Config,
+    *,
+    keys: ServerKeys | None = None,
+    meta: Any = None,
+    blobs: Any = None,
+) -> web.Application:
+    """The application for ``config``.
+
+    ``keys``/``meta``/``blobs`` default to the ones the config names (opened at startup);
+    tests may pass their own, which the app then does not close.
+    """
+
+    async def lookup(token_hash: bytes) -> Any:
+        return await app[META].device_by_token(token_hash)
+
+    app = web.Application(
+        middlewares=[
+            metrics_middleware,
+            error_middleware,
+            auth_middleware(ops.PUBLIC, lookup),
+            _api_limit_middleware(),
+        ],
+        # Handlers bound their bodies themselves while streaming (limits.read_body); this
+        # only guards aiohttp's own request.read()/post(), which no handler uses.
+        client_max_size=config.limits.json_body,
+    )
+    app[CONFIG] = config
+    app[KEYS] = keys if keys is not None else server_keys.load(config.data_dir)
+    app[NOTIFIER] = make_notifier(config.hints_backend, config.database_url)
+    rl = config.rate_limits
+    app[LOGIN_LIMIT] = FailureLimiter(rl.login_failures, rl.login_window)
+    app[API_LIMIT] = TokenBucket(rl.api_rate, rl.api_burst)
+    app[UPLOADS] = asyncio.Semaphore(max(4, 4 * config.cpu_threads))
+    app[HINT_SOCKETS] = set()
+    app.cleanup_ctx.append(_resources(meta, blobs))
+    app.on_shutdown.append(hints.close_hint_sockets)
+    for module in (ops, session, tree, chunks, commit, hints):
+        app.router.add_routes(module.ROUTES)
+    return app

@@ -1,0 +1,97 @@
+"""Chunk upload, download and the "which are missing?" query.
+
+Upload is trust-but-verify: the plain frame is decoded with the dedupe key and its id
+recomputed (422 on any mismatch) before anything is stored; the stored copy is the same
+payload re-encrypted under the server's data key. Storage is shared by all users, but
+presence is only ever revealed to users who already reference a chunk (docs/api.md).
+
+Order matters for crash safety: the blob is durable in the store before ``record_upload``
+makes the metadata point at it, so a crash in between leaves at worst an unreferenced blob
+(collected later), never a reference to nothing.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cairn.core import frame, ids
+from cairn.core.errors import InvalidArgument, NotFound, TooLarge
+
+from .. import metrics
+from ..appkeys import BLOBS, CONFIG, KEYS, META, UPLOADS, run_cpu
+from ..auth import caller
+from ..limits import read_body, read_json_object
+
+
+def _cid(request: web.Request) -> bytes:
+    try:
+        return ids.from_hex(request.match_info["id"])
+    except ValueError:
+        raise InvalidArgument("a chunk id is 64 lowercase hex digits") from None
+
+
+def _verify_and_seal(body: bytes, cid: bytes, dedupe_key: bytes, key: object) -> tuple[int, bytes]:
+    """(plain length, frame encrypted for storage); raises FrameError subclasses (422)."""
+    plain = frame.decode(body, cid, dedupe_key=dedupe_key)
+    return len(plain), frame.encrypt_frame(body, cid, key)  # type: ignore[arg-type]
+
+
+async def missing(request: web.Request) -> web.Response:
+    cfg = request.app[CONFIG]
+    body = await read_json_object(request, cfg.limits.json_body)
+    raw = body.get("ids")
+    if not isinstance(raw, list):
+        raise InvalidArgument('the body must be {"ids": [...]}')
+    if len(raw) > cfg.limits.missing_ids:
+        raise TooLarge(f"at most {cfg.limits.missing_ids} ids per request")
+    try:
+        wanted = [ids.from_hex(x) for x in raw]
+    except ValueError:
+        raise InvalidArgument("ids must be 64 lowercase hex digits each") from None
+    gone = await request.app[META].missing_chunks(caller(request).user_id, wanted)
+    return web.json_response({"missing": [c.hex() for c in gone]})
+
+
+async def put_chunk(request: web.Request) -> web.Response:
+    cid = _cid(request)
+    app = request.app
+    me = caller(request)
+    # Bounds how many chunk bodies (up to 16 MiB each) are held in memory at once.
+    async with app[UPLOADS]:
+        body = await read_body(request, app[CONFIG].limits.chunk_body)
+        metrics.CHUNK_BYTES_IN.inc(len(body))
+        keys = app[KEYS]
+        plain_len, sealed = await run_cpu(
+            request, _verify_and_seal, body, cid, keys.dedupe_key, keys.data_key
+        )
+        meta = app[META]
+        stored = not await meta.chunk_known(cid)
+        if stored:
+            await app[BLOBS].put(cid, sealed)
+            metrics.CHUNKS_STORED.inc()
+        else:
+            metrics.DEDUPE_HITS.inc()
+        await meta.record_upload(me.user_id, cid, plain_len, len(sealed))
+    return web.json_response({"stored": stored}, status=201 if stored else 200)
+
+
+async def get_chunk(request: web.Request) -> web.StreamResponse:
+    cid = _cid(request)
+    app = request.app
+    if not await app[META].user_has_chunk(caller(request).user_id, cid):
+        raise NotFound("no such chunk")
+    etag = f'"{cid.hex()}"'
+    headers = {"ETag": etag, "Cache-Control": "private, immutable"}
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers=headers)
+    sealed = await app[BLOBS].get(cid)
+    plain_frame = await run_cpu(request, frame.decrypt_frame, sealed, cid, app[KEYS].keyring)
+    metrics.CHUNK_BYTES_OUT.inc(len(plain_frame))
+    return web.Response(body=plain_frame, content_type="application/octet-stream", headers=headers)
+
+
+ROUTES = [
+    web.post("/api/v1/chunks/missing", missing, name="chunks_missing"),
+    web.put("/api/v1/chunks/{id}", put_chunk, name="chunk_put"),
+    web.get("/api/v1/chunks/{id}", get_chunk, name="chunk_get"),
+]
