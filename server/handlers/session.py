@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cairn.core.errors import InvalidArgument, NotFound, Unauthenticated
+from cairn.core.errors import InvalidArgument, Unauthenticated
 
 from .. import auth, metrics
 from ..appkeys import KEYS, LOGIN_LIMIT, META, run_cpu
@@ -25,14 +25,12 @@ def _field(body: dict[str, Any], key: str, max_len: int = 255) -> str:
     return value
 
 
-async def home_of(meta: Any, user_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The user's home namespace and every namespace they see, as JSON objects."""
-    infos = await meta.namespaces(user_id)
-    spaces = [{"ns": i.ns, "root": i.root, "name": i.name} for i in infos]
-    if not spaces:
-        raise NotFound("user has no home namespace")
-    home = next((s for s in spaces if s["name"] in ("home", "")), spaces[0])
-    return {"ns": home["ns"], "root": home["root"]}, spaces
+async def namespaces_of(meta: Any, user_id: int) -> list[dict[str, Any]]:
+    return [{"ns": i.ns, "root": i.root, "name": i.name} for i in await meta.namespaces(user_id)]
+
+
+def home_of(user: Any) -> dict[str, Any]:
+    return {"ns": user.home_ns, "root": user.home_root}
 
 
 async def login(request: web.Request) -> web.Response:
@@ -58,14 +56,13 @@ async def login(request: web.Request) -> web.Response:
         await meta.set_password(user_name, await run_cpu(request, auth.hash_password, password))
     token = auth.new_token()
     device = await meta.add_device(user.id, device_name, auth.token_hash(token))
-    home, _ = await home_of(meta, user.id)
     log.info("user %s logged in as device %s (%s)", user_name, device.id, device_name)
     return web.json_response(
         {
             "token": token,
             "device_id": device.id,
             "user": user.name,
-            "home": home,
+            "home": home_of(user),
             "dedupe_key": request.app[KEYS].dedupe_key.hex(),
         }
     )
@@ -80,18 +77,19 @@ async def logout(request: web.Request) -> web.Response:
 async def me(request: web.Request) -> web.Response:
     me = auth.caller(request)
     meta = request.app[META]
-    user = await meta.user_by_id(me.user_id) if hasattr(meta, "user_by_id") else None
-    home, spaces = await home_of(meta, me.user_id)
+    user = await meta.get_user(me.device.user_name)
+    if user is None:  # deleted while the request was in flight
+        raise Unauthenticated("unknown user")
     return web.json_response(
         {
-            "user": user.name if user is not None else getattr(me.device, "user", None),
+            "user": user.name,
             "device_id": me.device_id,
             "device": me.device.name,
-            "home": home,
-            "quota": user.quota if user is not None else None,
+            "home": home_of(user),
+            "quota": user.quota,
             "used": await meta.usage(me.user_id),
             "dedupe_key": request.app[KEYS].dedupe_key.hex(),
-            "namespaces": spaces,
+            "namespaces": await namespaces_of(meta, me.user_id),
         }
     )
 
