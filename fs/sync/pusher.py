@@ -1,0 +1,172 @@
+"""The pusher: drains the store's outbox to the server, in order.
+
+One round (``push_once``) repeats until the outbox is empty:
+
+1. take up to ``BATCH`` queued ops (``store.outbox_peek``);
+2. chain base revisions inside the batch: a later ``update``/``unlink`` of a node that an
+   earlier op of the same batch creates or updates gets the revision that op will produce
+   (``create`` → 1, ``update`` → base + 1), because the store only rewrites ops still queued;
+3. ask ``chunks/missing`` for every chunk the batch's blocklists name and upload those
+   (``Uploader``: bounded concurrency, retries with backoff);
+4. commit the batch; walk the results in order:
+   - ``applied``: done; the node's new ``rev`` goes to ``store.outbox_done`` (which rebases
+     later queued ops of that node);
+   - ``missing_chunks``: stop here; everything before is done, this op and the rest are sent
+     again next round after uploading (ops are idempotent by ``op_id``, so ops after it that
+     the server applied simply return their stored result);
+   - ``conflict`` / ``error``: the op is *parked*: removed from the outbox and appended,
+     whole (blocklist included), to ``parked.jsonl`` in the state dir with the server's
+     answer; its chunks are not marked clean, so the local data stays in the cache. The
+     sync issue turns conflicts into conflicted copies; until then nothing is lost.
+
+Crash safety: nothing leaves the outbox before the server has answered for it, and
+``outbox_done`` is one synced batch, so a kill at any point re-sends at most one batch, which
+the server recognises by op id.
+
+Concurrency: ``push_once`` runs in one task only (the agent's pusher loop); the store is
+touched from the trio thread only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cairn.core import wire
+
+from ..client import Client
+from ..statedir import write_private
+from .uploader import Uploader
+
+log = logging.getLogger("cairn.fs.sync")
+
+BATCH = 1000  # ops per commit (the server's bound)
+MISSING_BATCH = 1000  # ids per chunks/missing (the server's bound)
+MISSING_RETRIES = 3  # an op still missing chunks after this many uploads is parked
+MAX_ROUNDS = 1_000_000  # a bound on one drain; each round commits at least one op
+
+
+def chain_revs(ops: list[wire.Op]) -> list[wire.Op]:
+    """Give later ops of a node the revision its earlier ops in the same batch produce."""
+    after: dict[str, int] = {}
+    out: list[wire.Op] = []
+    for op in ops:
+        if isinstance(op, (wire.Update, wire.Unlink)) and op.node in after:
+            if isinstance(op, wire.Update) or op.base_rev is not None:
+                op = dataclasses.replace(op, base_rev=after[op.node])
+        if isinstance(op, wire.Create):
+            after[op.node] = 1
+        elif isinstance(op, wire.Update) and op.base_rev:
+            after[op.node] = op.base_rev + 1
+        out.append(op)
+    return out
+
+
+def chunk_ids(ops: list[wire.Op]) -> list[bytes]:
+    """Distinct chunk ids named by the batch's blocklists, in first-use order."""
+    seen: dict[bytes, None] = {}
+    for op in ops:
+        if isinstance(op, (wire.Create, wire.Update)):
+            for cid in op.blocklist.chunk_ids():
+                seen.setdefault(cid, None)
+    return list(seen)
+
+
+class Pusher:
+    def __init__(
+        self,
+        store: Any,
+        client: Client,
+        uploader: Uploader,
+        *,
+        ns: int,
+        parked_file: Path,
+        on_committed: Callable[[list[bytes]], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._uploader = uploader
+        self._ns = ns
+        self._parked_file = parked_file
+        self._on_committed = on_committed
+        self.parked = 0
+        self.committed = 0
+        self._missing_streak: tuple[str, int] = ("", 0)
+
+    async def _upload_missing(self, ids: list[bytes]) -> None:
+        for i in range(0, len(ids), MISSING_BATCH):
+            group = ids[i : i + MISSING_BATCH]
+            missing = await self._client.missing_chunks([c.hex() for c in group])
+            await self._uploader.upload([bytes.fromhex(m) for m in missing])
+
+    def _park(self, op: wire.Op, result: dict[str, Any]) -> None:
+        record = {"op": op.to_json(), "result": result}
+        line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
+        old = self._parked_file.read_bytes() if self._parked_file.exists() else b""
+        write_private(self._parked_file, old + line)
+        self.parked += 1
+        status = result.get("status")
+        why = result.get("reason") or result.get("error") or status
+        log.warning(
+            "server refused %s of node %s (%s: %s); local data kept, op parked in %s",
+            op.kind,
+            op.node,
+            status,
+            why,
+            self._parked_file.name,
+        )
+
+    async def push_batch(self) -> bool:
+        """Push one batch. Returns False when the outbox was empty."""
+        entries = self._store.outbox_peek(BATCH)
+        if not entries:
+            return False
+        ops = chain_revs([e.op for e in entries])
+        await self._upload_missing(chunk_ids(ops))
+        results = await self._client.commit(self._ns, [op.to_json() for op in ops])
+        done: list[int] = []
+        revs: dict[str, int] = {}
+        clean: list[bytes] = []
+        retry_missing: list[bytes] = []
+        for entry, op, res in zip(entries, ops, results, strict=True):
+            status = res.get("status")
+            if status == "applied":
+                done.append(entry.seq)
+                node = res.get("node") or {}
+                if isinstance(node.get("rev"), int):
+                    revs[op.node] = node["rev"]
+                if isinstance(op, (wire.Create, wire.Update)):
+                    clean.extend(op.blocklist.chunk_ids())
+            elif status == "missing_chunks":
+                last, streak = self._missing_streak
+                streak = streak + 1 if last == op.op_id else 1
+                self._missing_streak = (op.op_id, streak)
+                if streak > MISSING_RETRIES:
+                    # The server keeps asking for chunks we keep sending: do not spin.
+                    self._park(op, res)
+                    done.append(entry.seq)
+                    continue
+                retry_missing = [bytes.fromhex(m) for m in res.get("missing", [])]
+                break
+            else:
+                self._park(op, res)
+                done.append(entry.seq)
+        self._store.outbox_done(done, revs)
+        self.committed += len(done)
+        if clean and self._on_committed is not None:
+            self._on_committed(clean)
+        if retry_missing:
+            log.info("server misses %d chunks of a committed op; uploading", len(retry_missing))
+            await self._uploader.upload(retry_missing)
+        return True
+
+    async def push_once(self) -> None:
+        """Push until the outbox is empty. Raises ``Unavailable`` (and other client errors)
+        to the caller, which backs off; what was done so far stays done."""
+        for _ in range(MAX_ROUNDS):
+            if not await self.push_batch():
+                return
