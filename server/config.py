@@ -73,10 +73,6 @@ _TOP = {
     "rate_limits",
     "hints",
 }
-_BLOB_KEYS = {
-    "local": {"kind", "path"},
-    "s3": {"kind", "bucket", "endpoint_url", "region", "access_key", "secret_key", "prefix"},
-}
 
 
 def parse_listen(text: object, key: str = "listen") -> tuple[str, int]:
@@ -135,19 +131,16 @@ def _database_url(raw: Mapping[str, Any], data_dir: Path) -> str:
 
 
 def _blobs(raw: Mapping[str, Any], data_dir: Path) -> dict[str, Any]:
+    """The ``[blobs]`` table with a local path made absolute. Its keys are validated by
+    ``cairn.server.blobs.open_blobstore`` (the one owner of that schema) when the server
+    starts, with the same ``blobs.KEY: ...`` messages."""
     blobs = dict(_section(raw, "blobs"))
-    kind = blobs.setdefault("kind", "local")
-    if kind not in _BLOB_KEYS:
-        raise ConfigError("blobs.kind: must be 'local' or 's3'")
-    _check_keys(blobs, _BLOB_KEYS[kind], "blobs.")
-    for key, value in blobs.items():
-        if not isinstance(value, str):
-            raise ConfigError(f"blobs.{key}: must be a string")
-    if kind == "local":
-        path = Path(blobs.get("path", "blobs"))
+    if "kind" not in blobs:
+        blobs["kind"] = "local"
+        blobs.setdefault("path", "blobs")
+    if blobs["kind"] == "local" and isinstance(blobs.get("path"), str):
+        path = Path(blobs["path"])
         blobs["path"] = str(path if path.is_absolute() else data_dir / path)
-    elif not blobs.get("bucket"):
-        raise ConfigError("blobs.bucket: missing (required when blobs.kind = 's3')")
     return blobs
 
 

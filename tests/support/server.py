@@ -187,25 +187,52 @@ class ServerProcess:
             return json.loads(r.read())  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Any]:
-    """``server_factory(**kwargs) -> ServerProcess`` (initialized and started)."""
-    started: list[ServerProcess] = []
+class ServerPool:
+    """Creates servers under one directory and stops them all at ``close``."""
 
-    def make(name: str = "srv", start: bool = True, **kwargs: Any) -> ServerProcess:
-        srv = ServerProcess(tmp_path / f"{name}{len(started)}", **kwargs)
-        started.append(srv)
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.servers: list[ServerProcess] = []
+
+    def make(self, name: str = "srv", start: bool = True, **kwargs: Any) -> ServerProcess:
+        srv = ServerProcess(self.root / f"{name}{len(self.servers)}", **kwargs)
+        self.servers.append(srv)
         srv.init()
         if start:
             srv.start()
         return srv
 
-    yield make
-    for srv in started:
-        srv.stop()
+    def close(self) -> None:
+        for srv in self.servers:
+            srv.stop()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Any]:
+    """``server_factory(name="srv", start=True, database_url=None, config=None)`` →
+    an initialized (and by default started) ``ServerProcess``, stopped at teardown."""
+    pool = ServerPool(tmp_path)
+    yield pool.make
+    pool.close()
 
 
 @pytest.fixture
 def cairn_server(server_factory: Any) -> ServerProcess:
     """A started SQLite-backed server with no users."""
     return server_factory()  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def module_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Like ``server_factory`` but shared by the tests of one module (fewer process starts)."""
+    pool = ServerPool(tmp_path_factory.mktemp("servers"))
+    yield pool.make
+    pool.close()
+
+
+def api_client(srv: ServerProcess, token: str | None = None) -> Any:
+    """An ``httpx.Client`` on the server, with the bearer token if given (close it after)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=srv.url, headers=headers, timeout=60)
