@@ -96,8 +96,8 @@ def peek(frame: bytes | memoryview) -> FrameInfo:
         raise FrameCorrupt("frame has unknown flags")
     if plain_len > MAX_PLAIN:
         raise FrameCorrupt("frame claims an oversized chunk")
-    if enc == ENC_NONE and kid != _NO_KEY:
-        raise FrameCorrupt("plain frame carries a key id")
+    if (enc == ENC_NONE) != (kid == _NO_KEY):
+        raise FrameCorrupt("key id does not match the encryption flag")
     return FrameInfo(version, comp, enc, kid, plain_len)
 
 
@@ -161,7 +161,10 @@ def _inflate(payload: bytes | memoryview, info: FrameInfo) -> bytes:
             raise FrameCorrupt("stored payload length does not match the header")
         return bytes(payload)
     try:
-        out = _decompressor().decompress(payload, max_output_size=info.plain_len)
+        # allow_extra_data=False: bytes after the zstd frame are tampering, not padding.
+        out = _decompressor().decompress(
+            payload, max_output_size=info.plain_len, allow_extra_data=False
+        )
     except zstandard.ZstdError as e:
         raise FrameCorrupt(f"compressed payload does not decode: {e}") from None
     if len(out) != info.plain_len:

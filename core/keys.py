@@ -67,6 +67,12 @@ def keyring(*keys: DataKey) -> dict[bytes, DataKey]:
     return {k.key_id: k for k in keys}
 
 
+def _kdf_params_ok(t: int, m: int, p: int) -> bool:
+    # Bounded so a crafted blob cannot make unwrapping take minutes or gigabytes: at most
+    # 64 passes over 1 GiB. Argon2 itself needs at least 8 KiB per lane.
+    return 1 <= t <= 64 and 1 <= p <= 64 and 8 * p <= m <= 1024 * 1024
+
+
 def _kek(passphrase: bytes, salt: bytes, t: int, m: int, p: int) -> bytes:
     return hash_secret_raw(passphrase, salt, t, m, p, KEY_SIZE, Type.ID)
 
@@ -80,6 +86,10 @@ def wrap_key(
     lanes: int = ARGON2_LANES,
 ) -> bytes:
     """Encrypt ``key`` under a passphrase; the result holds everything needed to unwrap it."""
+    if not _kdf_params_ok(time_cost, memory_kib, lanes):
+        raise ValueError(
+            "Argon2 parameters out of range (1-64 passes, 1-64 lanes, 8*lanes KiB-1 GiB)"
+        )
     pw = passphrase.encode() if isinstance(passphrase, str) else passphrase
     salt, nonce = os.urandom(16), os.urandom(12)
     header = _WRAP_HEADER.pack(WRAP_MAGIC, WRAP_VERSION, time_cost, memory_kib, lanes, salt, nonce)
@@ -97,7 +107,7 @@ def unwrap_key(blob: bytes, passphrase: str | bytes) -> DataKey:
         raise FormatError("not a wrapped key (bad magic)")
     if version != WRAP_VERSION:
         raise UnknownVersion(f"wrapped key version {version} is not supported")
-    if not (1 <= t <= 64 and 8 <= m <= 4 * 1024 * 1024 and 1 <= p <= 64):
+    if not _kdf_params_ok(t, m, p):
         raise FormatError("wrapped key has out-of-range KDF parameters")
     header = blob[: _WRAP_HEADER.size]
     try:
