@@ -48,7 +48,7 @@ _SCHEMAS: dict[str, tuple[dict[str, type], set[str]]] = {
 def _validate(cfg: Mapping[str, Any], where: str) -> str:
     kind = cfg.get("kind")
     if kind is None:
-        raise ConfigError(f"{where}.kind is missing (one of: {', '.join(_SCHEMAS)})")
+        raise ConfigError(f"{where}.kind: missing (one of: {', '.join(_SCHEMAS)})")
     if kind not in _SCHEMAS:
         raise ConfigError(
             f"{where}.kind: unknown blob store kind {kind!r} (one of: {', '.join(_SCHEMAS)})"
@@ -56,18 +56,18 @@ def _validate(cfg: Mapping[str, Any], where: str) -> str:
     allowed, required = _SCHEMAS[kind]
     for key in sorted(required):
         if key not in cfg:
-            raise ConfigError(f"{where}.{key} is missing (required for kind = {kind!r})")
+            raise ConfigError(f"{where}.{key}: missing (required when kind = {kind!r})")
     for key, value in cfg.items():
         if key not in allowed:
             raise ConfigError(f"{where}.{key}: unknown key for kind = {kind!r}")
         want = allowed[key]
         # bool is an int subclass; "threads = true" is still a mistake
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            raise ConfigError(f"{where}.{key} must be a {want.__name__}, not {value!r}")
+            raise ConfigError(f"{where}.{key}: must be a {want.__name__}, not {value!r}")
         if want is int and value < 1:
-            raise ConfigError(f"{where}.{key} must be at least 1, not {value}")
+            raise ConfigError(f"{where}.{key}: must be at least 1, not {value}")
         if want is str and key in required and not value:
-            raise ConfigError(f"{where}.{key} must not be empty")
+            raise ConfigError(f"{where}.{key}: must not be empty")
     return str(kind)
 
 

@@ -29,12 +29,12 @@ S3 = {"kind": "s3", "bucket": "b", "region": "r", "access_key": "a", "secret_key
     ],
 )
 def test_bad_config_names_the_key(cfg, named) -> None:
-    with pytest.raises(ConfigError, match=rf"^{named}\b"):
+    with pytest.raises(ConfigError, match=rf"^{named}: "):
         open_blobstore(cfg)
 
 
 def test_where_prefixes_the_key() -> None:
-    with pytest.raises(ConfigError, match=r"^storage\.path "):
+    with pytest.raises(ConfigError, match=r"^storage\.path: missing"):
         open_blobstore({"kind": "local"}, where="storage")
 
 
