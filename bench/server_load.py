@@ -1,0 +1,670 @@
+#!/usr/bin/env python3
+"""Server load benchmark (issue 3): a realistic metadata mix against a real ``cairn-server``.
+
+What it does, for each database (``--db sqlite``, ``postgres`` or ``both``):
+
+1. ``cairn-server init`` into a temporary directory (for PostgreSQL: a throwaway cluster is
+   initialized and started as the unprivileged ``postgres`` user on 127.0.0.1 and the server
+   points at it through ``CAIRN_DATABASE_URL``), ``user add --password-stdin`` for each user,
+   ``cairn-server run --listen 127.0.0.1:PORT``.
+2. ``--procs`` load processes (this script in worker mode) log in ``--devices`` devices
+   between them (spread over ``--users`` users), each device seeds its own directory with
+   small files (chunks uploaded first), and reports ready.
+3. On "go", every device runs the mix for ``--seconds``: list children, stat a node, poll the
+   changes feed, query missing chunks, and commit small batches (1-4 creates/updates of small
+   files whose chunks it uploads first, ``PUT chunks/{id}``, counted as ``upload``).
+   ``--rate 0`` (default) is a closed loop: each device sends its next request as soon as the
+   previous one answered (maximum throughput). ``--rate R`` is an open loop at R requests per
+   second in total; latency is measured from each request's *scheduled* time, so a slow server
+   cannot hide queueing (no coordinated omission).
+4. Reports QPS and p50/p99 latency per operation and overall, the CPU used by the server and
+   by the load processes (on a 2-core box a Python load generator competes with the server),
+   and with ``--profile`` a py-spy profile of the server during the run (top functions).
+
+Run:  .venv/bin/python bench/server_load.py --db both --seconds 20
+Exit status 0 on a complete run, 1 with one line on stderr when the setup fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BenchError, fmt, stop_process, table, wait_until  # noqa: E402
+
+VENV_BIN = Path(sys.executable).parent
+PASSWORD = "load-bench-password"
+OPS = ("list", "stat", "changes", "missing", "commit", "upload")
+# Relative weights of the requests a device chooses (an upload precedes each new content).
+MIX = {"list": 20, "stat": 25, "changes": 25, "missing": 12, "commit": 18}
+
+
+# ----------------------------------------------------------------------------------------
+# worker: one load process driving many devices over one aiohttp connection pool
+# ----------------------------------------------------------------------------------------
+
+
+class Device:
+    """One simulated logged-in device: its token, its directory, the files it made."""
+
+    def __init__(self, name: str, user: str, rng: random.Random) -> None:
+        self.name, self.user, self.rng = name, user, rng
+        self.headers: dict[str, str] = {}
+        self.ns = 0
+        self.root = ""
+        self.dir = ""
+        self.dedupe_key = b""
+        self.files: dict[str, int] = {}  # node id -> rev
+        self.chunks: list[str] = []  # ids this device uploaded
+        self.cursor = ""
+        self.seq = 0
+
+    def new_chunk(self) -> tuple[str, bytes, int]:
+        from cairn.core import frame, ids
+
+        data = os.urandom(self.rng.randint(256, 4096))
+        cid = ids.chunk_id(self.dedupe_key, data)
+        return cid.hex(), frame.encode(cid, data, level=None), len(data)
+
+
+class Worker:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.url = spec["url"] + "/api/v1"
+        self.spec = spec
+        self.lat: dict[str, list[float]] = defaultdict(list)
+        self.errors: Counter[str] = Counter()
+        self.session: Any = None
+
+    async def call(
+        self, dev: Device, op: str, method: str, path: str, t0: float | None = None, **kw: Any
+    ) -> Any:
+        """One request; latency counts from ``t0`` (the scheduled time) when given. Returns the
+        decoded JSON body, or None (and counts an error) for a 4xx/5xx answer."""
+        t0 = t0 or time.perf_counter()
+        headers = {**dev.headers, **kw.pop("headers", {})}
+        async with self.session.request(method, self.url + path, headers=headers, **kw) as resp:
+            body = await resp.read()
+            status = resp.status
+        self.lat[op].append(time.perf_counter() - t0)
+        if status >= 400:
+            self.errors[f"{op} {status}"] += 1
+            return None
+        return json.loads(body) if body else None
+
+    async def login(self, dev: Device) -> None:
+        async with self.session.post(
+            self.url + "/login",
+            json={"user": dev.user, "password": PASSWORD, "device": dev.name},
+        ) as resp:
+            if resp.status != 200:
+                raise BenchError(f"login of {dev.user}/{dev.name}: HTTP {resp.status}")
+            info = await resp.json()
+        dev.headers = {"Authorization": f"Bearer {info['token']}"}
+        dev.ns, dev.root = info["home"]["ns"], info["home"]["root"]
+        dev.dedupe_key = bytes.fromhex(info["dedupe_key"])
+
+    async def upload(self, dev: Device, t0: float | None = None) -> tuple[str, int]:
+        cid, framed, size = dev.new_chunk()
+        await self.call(
+            dev,
+            "upload",
+            "PUT",
+            f"/chunks/{cid}",
+            data=framed,
+            headers={"Content-Type": "application/octet-stream"},
+            t0=t0,
+        )
+        dev.chunks.append(cid)
+        return cid, size
+
+    async def seed(self, dev: Device, nfiles: int) -> None:
+        dev.dir = os.urandom(16).hex()
+        ops: list[dict[str, Any]] = [
+            {
+                "op_id": f"{dev.name}-seed-dir",
+                "op": "mkdir",
+                "node": dev.dir,
+                "parent": dev.root,
+                "name": dev.name,
+                "mode": 0o755,
+                "mtime_ns": time.time_ns(),
+            }
+        ]
+        for i in range(nfiles):
+            cid, size = await self.upload(dev)
+            node = os.urandom(16).hex()
+            ops.append(
+                {
+                    "op_id": f"{dev.name}-seed-{i}",
+                    "op": "create",
+                    "node": node,
+                    "parent": dev.dir,
+                    "name": f"f{i:04d}.txt",
+                    "mode": 0o644,
+                    "mtime_ns": time.time_ns(),
+                    "blocklist": [[cid, size]],
+                }
+            )
+            dev.files[node] = 1
+        await self.commit(dev, ops)
+        self.lat.clear()  # seeding is not measured
+        self.errors.clear()
+
+    async def commit(self, dev: Device, ops: list[dict[str, Any]], t0: float | None = None) -> None:
+        res = await self.call(
+            dev, "commit", "POST", f"/ns/{dev.ns}/commit", json={"ops": ops}, t0=t0
+        )
+        if res is None:
+            return
+        for r in res["results"]:
+            if r["status"] == "applied":
+                node = r["node"]
+                if node["type"] == "file":
+                    dev.files[node["id"]] = node["rev"]
+            else:
+                self.errors[f"commit-op {r['status']}"] += 1
+
+    async def step(self, dev: Device, op: str, t0: float) -> None:
+        rng = dev.rng
+        if op == "list":
+            parent = dev.dir if rng.random() < 0.7 else dev.root
+            await self.call(
+                dev, op, "GET", f"/ns/{dev.ns}/nodes/{parent}/children?limit=100", t0=t0
+            )
+        elif op == "stat":
+            node = rng.choice(list(dev.files)) if dev.files else dev.root
+            await self.call(dev, op, "GET", f"/ns/{dev.ns}/nodes/{node}", t0=t0)
+        elif op == "changes":
+            q = f"?cursor={dev.cursor}&limit=500" if dev.cursor else "?limit=500"
+            res = await self.call(dev, op, "GET", f"/changes{q}", t0=t0)
+            if res is not None:
+                dev.cursor = res["cursor"]
+        elif op == "missing":
+            known = rng.sample(dev.chunks, min(5, len(dev.chunks)))
+            fresh = [os.urandom(32).hex() for _ in range(5)]
+            await self.call(dev, op, "POST", "/chunks/missing", json={"ids": known + fresh}, t0=t0)
+        else:  # commit: 1-4 creates/updates of small files, chunk uploaded first
+            ops = []
+            for i in range(rng.randint(1, 4)):
+                # the first upload carries the scheduled time, so open-loop lateness counts
+                cid, size = await self.upload(dev, t0=t0 if i == 0 else None)
+                dev.seq += 1
+                op_id = f"{dev.name}-{dev.seq}"
+                if dev.files and rng.random() < 0.5:
+                    node = rng.choice(list(dev.files))
+                    ops.append(
+                        {
+                            "op_id": op_id,
+                            "op": "update",
+                            "node": node,
+                            "base_rev": dev.files[node],
+                            "blocklist": [[cid, size]],
+                            "mtime_ns": time.time_ns(),
+                        }
+                    )
+                else:
+                    node = os.urandom(16).hex()
+                    ops.append(
+                        {
+                            "op_id": op_id,
+                            "op": "create",
+                            "node": node,
+                            "parent": dev.dir,
+                            "name": f"n{dev.seq:06d}",
+                            "mode": 0o644,
+                            "mtime_ns": time.time_ns(),
+                            "blocklist": [[cid, size]],
+                        }
+                    )
+            await self.commit(dev, ops)  # latency of the commit request itself
+
+    async def run_device(self, dev: Device, end: float, interval: float) -> None:
+        ops, weights = list(MIX), list(MIX.values())
+        rng = dev.rng
+        # open loop: scheduled times at a fixed interval, random phase per device
+        nxt = time.perf_counter() + (rng.random() * interval if interval else 0.0)
+        for _ in range(10_000_000):  # bounded; the deadline ends it long before
+            now = time.perf_counter()
+            if now >= end:
+                return
+            if interval:
+                if nxt > now:
+                    await asyncio.sleep(nxt - now)  # pacing of the open loop, not a sync
+                    if nxt >= end:
+                        return
+                t0 = nxt
+                nxt += interval
+            else:
+                t0 = now
+            op = rng.choices(ops, weights)[0]
+            try:
+                await self.step(dev, op, t0)
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                self.errors[f"{op} {type(e).__name__}"] += 1
+
+    async def main(self) -> dict[str, Any]:
+        spec = self.spec
+        conn = aiohttp.TCPConnector(limit=spec["connections"])
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(connector=conn, timeout=timeout) as self.session:
+            devs = [
+                Device(name, user, random.Random(f"{spec['seed']}-{name}"))
+                for name, user in spec["devices"]
+            ]
+            sem = asyncio.Semaphore(8)  # logins are Argon2id-bound on the server: a few at once
+
+            async def prepare(dev: Device) -> None:
+                async with sem:
+                    await self.login(dev)
+                    await self.seed(dev, spec["seed_files"])
+
+            await asyncio.gather(*(prepare(d) for d in devs))
+            # initial full listing, not measured: devices start from an up-to-date cursor
+            for d in devs:
+                for _ in range(1000):
+                    res = await self.call(
+                        d, "changes", "GET", f"/changes?cursor={d.cursor}&limit=1000"
+                    )
+                    if res is None or not res["has_more"]:
+                        if res is not None:
+                            d.cursor = res["cursor"]
+                        break
+                    d.cursor = res["cursor"]
+            self.lat.clear()
+            self.errors.clear()
+            print("ready", flush=True)
+            line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            if line.strip() != "go":
+                raise BenchError("worker: no go signal")
+            interval = len(devs) / spec["rate"] if spec["rate"] else 0.0
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            end = t0 + spec["seconds"]
+            await asyncio.gather(*(self.run_device(d, end, interval) for d in devs))
+            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        return {"lat": self.lat, "errors": dict(self.errors), "wall": wall, "cpu": cpu}
+
+
+def worker_main(spec_path: str, out_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    try:
+        result = asyncio.run(Worker(spec).main())
+    except BenchError as e:
+        print(f"server_load worker: {e}", file=sys.stderr)
+        return 1
+    Path(out_path).write_text(json.dumps(result))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------
+# orchestration: server, database, load processes, report
+# ----------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(
+    cmd: list[str], env: dict[str, str], stdin: str | None = None, user: str | None = None
+) -> None:
+    r = subprocess.run(
+        cmd, input=stdin, env=env, capture_output=True, text=True, timeout=120, user=user
+    )
+    if r.returncode != 0:
+        last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise BenchError(f"{' '.join(cmd[:3])} failed: {last[0]}")
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster in a temp dir, run as the unprivileged postgres user."""
+
+    def __init__(self, base: Path) -> None:
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        if not bins:
+            raise BenchError("PostgreSQL binaries not found under /usr/lib/postgresql")
+        self.bin = bins[-1]
+        self.dir = base / "pg"
+        self.port = free_port()
+        self.started = False
+
+    def start(self, env: dict[str, str]) -> str:
+        user = "postgres" if os.geteuid() == 0 else None
+        self.dir.mkdir(mode=0o700)
+        if user:
+            shutil.chown(self.dir, user, user)
+            shutil.chown(self.dir.parent, user, user)
+        run(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.dir / "data"),
+                "-U",
+                "cairn",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+            env,
+            user=user,
+        )
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
+            "-c fsync=on -c synchronous_commit=on -c max_connections=200 "
+            "-c shared_buffers=128MB"
+        )
+        run(
+            [
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.dir / "data"),
+                "-l",
+                str(self.dir / "log"),
+                "-o",
+                opts,
+                "-w",
+                "start",
+            ],
+            env,
+            user=user,
+        )
+        self.started = True
+        run(
+            [
+                str(self.bin / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "cairn",
+                "cairn",
+            ],
+            env,
+            user=user,
+        )
+        return f"postgresql+asyncpg://cairn@127.0.0.1:{self.port}/cairn"
+
+    def stop(self, env: dict[str, str]) -> None:
+        if self.started:
+            user = "postgres" if os.geteuid() == 0 else None
+            run(
+                [
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.dir / "data"),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "stop",
+                ],
+                env,
+                user=user,
+            )
+            self.started = False
+
+
+def percentile(sorted_vals: list[float], q: float) -> float:
+    if not sorted_vals:
+        return float("nan")
+    return sorted_vals[min(len(sorted_vals) - 1, int(q * len(sorted_vals)))]
+
+
+def summarize(results: list[dict[str, Any]], seconds: float) -> tuple[str, dict[str, Any]]:
+    lat: dict[str, list[float]] = defaultdict(list)
+    errors: Counter[str] = Counter()
+    for r in results:
+        for op, vals in r["lat"].items():
+            lat[op].extend(vals)
+        errors.update(r["errors"])
+    wall = max(r["wall"] for r in results)
+    rows, figures = [], {}
+    everything: list[float] = []
+    for op in OPS:
+        vals = sorted(lat.get(op, []))
+        everything.extend(vals)
+        if not vals:
+            continue
+        qps = len(vals) / wall
+        p50, p99 = percentile(vals, 0.50) * 1000, percentile(vals, 0.99) * 1000
+        rows.append([op, str(len(vals)), fmt(qps), fmt(p50, 1), fmt(p99, 1)])
+        figures[op] = {"qps": qps, "p50_ms": p50, "p99_ms": p99}
+    everything.sort()
+    total_qps = len(everything) / wall
+    p50, p99 = percentile(everything, 0.5) * 1000, percentile(everything, 0.99) * 1000
+    rows.append(["ALL", str(len(everything)), fmt(total_qps), fmt(p50, 1), fmt(p99, 1)])
+    figures["all"] = {"qps": total_qps, "p50_ms": p50, "p99_ms": p99}
+    text = table(["operation", "requests", "QPS", "p50 ms", "p99 ms"], rows)
+    if errors:
+        text += "\nerrors: " + ", ".join(f"{k}: {v}" for k, v in sorted(errors.items()))
+    figures["errors"] = dict(errors)
+    return text, figures
+
+
+def summarize_profile(raw_path: Path, top: int = 18) -> str:
+    """Top functions by own (leaf) samples and by inclusive samples, from py-spy's raw
+    (collapsed stacks) output."""
+    own: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in raw_path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+    if not total:
+        return "(no samples)"
+    lines = [f"py-spy: {total} samples of the server process (all threads)", "own time:"]
+    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    lines.append("inclusive time:")
+    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in incl.most_common(top)]
+    return "\n".join(lines)
+
+
+def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
+    import psutil
+
+    env = dict(os.environ)
+    env.pop("CAIRN_DATA", None)
+    env.pop("CAIRN_LISTEN", None)
+    env.pop("CAIRN_DATABASE_URL", None)
+    pg = Postgres(base) if db == "postgres" else None
+    server = None
+    workers: list[subprocess.Popen[str]] = []
+    spy = None
+    try:
+        if pg is not None:
+            env["CAIRN_DATABASE_URL"] = pg.start(env)
+        data = base / "data"
+        cli = str(VENV_BIN / "cairn-server")
+        run([cli, "init", str(data)], env)
+        users = [f"user{i:03d}" for i in range(args.users)]
+        for u in users:
+            run(
+                [cli, "--data", str(data), "user", "add", u, "--password-stdin"],
+                env,
+                stdin=PASSWORD + "\n",
+            )
+        port = free_port()
+        log = open(base / "server.log", "w")  # noqa: SIM115  closed in finally
+        server = subprocess.Popen(
+            [cli, "--data", str(data), "run", "--listen", f"127.0.0.1:{port}"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                    return b" 200 " in s.recv(200)
+            except OSError:
+                return False
+
+        wait_until(healthy, 60, "the server's /healthz", alive=lambda: server.poll() is None)
+
+        devices = [(f"dev{i:03d}", users[i % len(users)]) for i in range(args.devices)]
+        for p in range(args.procs):
+            spec = {
+                "url": url,
+                "devices": devices[p :: args.procs],
+                "seconds": args.seconds,
+                "rate": args.rate / args.procs,
+                "connections": args.connections,
+                "seed_files": args.seed_files,
+                "seed": f"{args.seed}-{p}",
+            }
+            spec_path = base / f"worker{p}.json"
+            spec_path.write_text(json.dumps(spec))
+            workers.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        __file__,
+                        "_worker",
+                        str(spec_path),
+                        str(base / f"out{p}.json"),
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+            )
+        for w in workers:
+            assert w.stdout is not None
+            line = w.stdout.readline()  # blocks until the worker has logged in and seeded
+            if line.strip() != "ready":
+                raise BenchError("a load process failed during login/seeding (see its stderr)")
+        proc = psutil.Process(server.pid)
+        if args.profile:
+            raw = base / "profile.txt"
+            spy = subprocess.Popen(
+                [
+                    str(VENV_BIN / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(server.pid),
+                    "--rate",
+                    "200",
+                    "--duration",
+                    str(int(args.seconds)),
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "-o",
+                    str(raw),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        cpu0 = sum(proc.cpu_times()[:2])
+        t0 = time.monotonic()
+        for w in workers:
+            assert w.stdin is not None
+            w.stdin.write("go\n")
+            w.stdin.flush()
+        for w in workers:
+            w.wait(timeout=args.seconds + 120)
+            if w.returncode != 0:
+                raise BenchError(f"load process exited with status {w.returncode}")
+        wall = time.monotonic() - t0
+        server_cpu = sum(proc.cpu_times()[:2]) - cpu0
+        results = [json.loads((base / f"out{p}.json").read_text()) for p in range(args.procs)]
+        text, figures = summarize(results, args.seconds)
+        load_cpu = sum(r["cpu"] for r in results)
+        cpu_line = (
+            f"CPU over {wall:.1f} s: server {100 * server_cpu / wall:.0f}% of one core, "
+            f"load processes {100 * load_cpu / wall:.0f}% (machine: {os.cpu_count()} cores)"
+        )
+        figures["cpu"] = {"server_pct": 100 * server_cpu / wall, "load_pct": 100 * load_cpu / wall}
+        out = [
+            f"== {db}: {args.devices} devices, {args.users} users, {args.procs} load "
+            f"processes, {'closed loop' if not args.rate else f'open loop at {args.rate:g}/s'}, "
+            f"{args.seconds:g} s",
+            text,
+            cpu_line,
+        ]
+        if spy is not None:
+            spy.wait(timeout=args.seconds + 60)
+            out.append(summarize_profile(base / "profile.txt"))
+            if args.profile_dir:
+                Path(args.profile_dir).mkdir(parents=True, exist_ok=True)
+                shutil.copy(base / "profile.txt", Path(args.profile_dir) / f"server-{db}.txt")
+        print("\n".join(out), flush=True)
+        return figures
+    finally:
+        for w in workers:
+            stop_process(w)
+        if spy is not None:
+            stop_process(spy)
+        if server is not None:
+            stop_process(server)
+        if pg is not None:
+            pg.stop(env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_worker"]:
+        return worker_main(argv[1], argv[2])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--devices", type=int, default=100)
+    ap.add_argument("--users", type=int, default=20)
+    ap.add_argument("--procs", type=int, default=2, help="load processes")
+    ap.add_argument("--connections", type=int, default=64, help="HTTP connections per process")
+    ap.add_argument("--rate", type=float, default=0.0, help="total req/s (0: closed loop)")
+    ap.add_argument("--seed-files", type=int, default=20, help="files each device starts with")
+    ap.add_argument("--seed", default="1")
+    ap.add_argument("--profile", action="store_true", help="py-spy the server during the run")
+    ap.add_argument("--profile-dir", help="keep the raw py-spy profiles here")
+    ap.add_argument("--json", help="write the figures to this file")
+    args = ap.parse_args(argv)
+    if min(args.devices, args.users, args.procs, args.connections) < 1 or args.seconds <= 0:
+        print(
+            "server_load: --devices/--users/--procs/--connections/--seconds must be positive",
+            file=sys.stderr,
+        )
+        return 2
+    dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    figures = {}
+    try:
+        for db in dbs:
+            with tempfile.TemporaryDirectory(prefix=f"cairn-load-{db}-") as tmp:
+                figures[db] = bench_one(db, args, Path(tmp))
+    except BenchError as e:
+        print(f"server_load: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
