@@ -10,7 +10,7 @@ Contract shared by every implementation (checked by ``tests/blobs/test_blobstore
 - ``get(cid)``: the bytes, or ``BlobNotFound``.
 - ``has(cid)``: presence, never raises for a missing blob.
 - ``delete(cid)``: idempotent; deleting a missing blob is not an error.
-- ``iter_ids()``: every stored id exactly once, in no particular order; never yields
+- ``iter_ids()`` (an async generator; ``aclose()`` it when stopping early): every stored id exactly once, in no particular order; never yields
   temporary or foreign objects.
 - ``close()``: releases threads and connections; the store is unusable afterwards.
 
@@ -22,7 +22,7 @@ metrics are wrappers (``retry.py``, ``metered.py``), not part of the backends.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from cairn.core.errors import InvalidArgument, NotFound, Unavailable
 from cairn.core.ids import ID_SIZE
@@ -67,7 +67,7 @@ class BlobStore(abc.ABC):
         """Remove the blob under ``cid``; idempotent."""
 
     @abc.abstractmethod
-    def iter_ids(self) -> AsyncIterator[bytes]:
+    def iter_ids(self) -> AsyncGenerator[bytes, None]:
         """Every stored id once (an async generator)."""
 
     @abc.abstractmethod

@@ -64,7 +64,7 @@ def _validate(cfg: Mapping[str, Any], where: str) -> str:
         # bool is an int subclass; "threads = true" is still a mistake
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):
             raise ConfigError(f"{where}.{key}: must be a {want.__name__}, not {value!r}")
-        if want is int and value < 1:
+        if isinstance(value, int) and value < 1:
             raise ConfigError(f"{where}.{key}: must be at least 1, not {value}")
         if want is str and key in required and not value:
             raise ConfigError(f"{where}.{key}: must not be empty")

@@ -20,7 +20,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -162,7 +162,7 @@ class LocalBlobStore(BlobStore):
     async def delete(self, cid: bytes) -> None:
         await self._run("delete", self._delete, check_id(cid))
 
-    async def iter_ids(self) -> AsyncIterator[bytes]:
+    async def iter_ids(self) -> AsyncGenerator[bytes, None]:
         # One pool call per top-level directory bounds both memory and each blocking call.
         for top in await self._run("list", self._tops):
             for cid in await self._run("list", self._list_top, top):

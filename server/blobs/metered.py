@@ -16,7 +16,7 @@ every failed one) is counted.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from typing import TypeVar
 
 from prometheus_client import Counter, Histogram
@@ -84,7 +84,7 @@ class MeteredBlobStore(BlobStore):
     async def delete(self, cid: bytes) -> None:
         await self._measure("delete", self.inner.delete(cid))
 
-    async def iter_ids(self) -> AsyncIterator[bytes]:
+    async def iter_ids(self) -> AsyncGenerator[bytes, None]:
         start = time.perf_counter()
         result = "error"
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TypeVar
 
 from .base import BlobStore, BlobStoreError
@@ -84,7 +84,7 @@ class RetryingBlobStore(BlobStore):
     async def delete(self, cid: bytes) -> None:
         await self._call("delete", lambda: self.inner.delete(cid))
 
-    async def iter_ids(self) -> AsyncIterator[bytes]:
+    async def iter_ids(self) -> AsyncGenerator[bytes, None]:
         for attempt in range(1, self.attempts + 1):
             it = self.inner.iter_ids()
             try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -150,7 +150,7 @@ class S3BlobStore(BlobStore):
     async def delete(self, cid: bytes) -> None:
         await self._run("delete", self._delete, self._key(cid))
 
-    async def iter_ids(self) -> AsyncIterator[bytes]:
+    async def iter_ids(self) -> AsyncGenerator[bytes, None]:
         token: str | None = None
         # Bounded by the bucket's size: each page advances the continuation token.
         while True:
