@@ -10,8 +10,8 @@ Contract shared by every implementation (checked by ``tests/blobs/test_blobstore
 - ``get(cid)``: the bytes, or ``BlobNotFound``.
 - ``has(cid)``: presence, never raises for a missing blob.
 - ``delete(cid)``: idempotent; deleting a missing blob is not an error.
-- ``iter_ids()`` (an async generator; ``aclose()`` it when stopping early): every stored id exactly once, in no particular order; never yields
-  temporary or foreign objects.
+- ``iter_ids()``: every stored id exactly once, in no particular order; never yields
+  temporary or foreign objects. An async generator: ``aclose()`` it when stopping early.
 - ``close()``: releases threads and connections; the store is unusable afterwards.
 
 Failures of the medium (disk, network, S3 errors) raise ``BlobStoreError`` (an
