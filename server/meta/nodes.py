@@ -1,0 +1,157 @@
+"""Loading nodes with their names, xattrs and head blocklist, and rendering the node object
+of docs/api.md.
+
+A node is read with three set-oriented queries whatever the number of nodes (node rows
+joined with their head revision, then names, then xattrs), so listing a directory or a
+changes page costs the same few round trips as reading one node.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cairn.core.wire import Blocklist
+
+from .db import batched
+from .schema import names, nodes, revisions, xattrs
+
+
+@dataclass(slots=True)
+class NodeState:
+    """A node as stored, mutable inside one commit transaction."""
+
+    id: str
+    ns: int
+    type: str
+    mode: int
+    mtime_ns: int
+    rev: int
+    size: int
+    used: int
+    target: str | None
+    deleted: bool
+    seq: int
+    last_parent: str | None = None
+    last_name: str | None = None
+    deleted_ns: int | None = None
+    blocklist: bytes | None = None
+    names: list[tuple[str, str]] = field(default_factory=list)
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+
+    def to_json(self, with_blocklist: bool = True) -> dict[str, Any]:
+        bl = None
+        if with_blocklist and self.type == "file" and self.blocklist is not None:
+            bl = Blocklist.decode(self.blocklist).to_json()
+        return {
+            "id": self.id,
+            "ns": self.ns,
+            "type": self.type,
+            "mode": self.mode,
+            "mtime_ns": self.mtime_ns,
+            "rev": self.rev,
+            "size": self.size,
+            "names": [[p, n] for p, n in sorted(self.names)],
+            "target": self.target,
+            "xattrs": {k: base64.b64encode(v).decode("ascii") for k, v in self.xattrs.items()},
+            "blocklist": bl,
+            "deleted": self.deleted,
+            "seq": self.seq,
+        }
+
+    def trash_json(self) -> dict[str, Any]:
+        out = self.to_json(with_blocklist=False)
+        out["former"] = None if self.last_parent is None else [self.last_parent, self.last_name]
+        out["deleted_ns"] = self.deleted_ns
+        return out
+
+
+NODE_COLUMNS = (
+    nodes.c.id,
+    nodes.c.ns,
+    nodes.c.type,
+    nodes.c.mode,
+    nodes.c.mtime_ns,
+    nodes.c.rev,
+    nodes.c.size,
+    nodes.c.used,
+    nodes.c.target,
+    nodes.c.deleted,
+    nodes.c.seq,
+    nodes.c.last_parent,
+    nodes.c.last_name,
+    nodes.c.deleted_ns,
+)
+
+
+def state_from_row(row: Any, blocklist: bytes | None = None) -> NodeState:
+    return NodeState(
+        row.id, row.ns, row.type, row.mode, row.mtime_ns, row.rev, row.size, row.used,
+        row.target, bool(row.deleted), row.seq, row.last_parent, row.last_name,
+        row.deleted_ns, blocklist,
+    )  # fmt: skip
+
+
+def select_nodes(with_blocklist: bool) -> Any:
+    """SELECT of node columns (plus the head blocklist); add a WHERE and ORDER BY."""
+    if not with_blocklist:
+        return select(*NODE_COLUMNS)
+    head = and_(revisions.c.node == nodes.c.id, revisions.c.rev == nodes.c.rev)
+    return select(*NODE_COLUMNS, revisions.c.blocklist).select_from(
+        nodes.outerjoin(revisions, head)
+    )
+
+
+async def attach_names_xattrs(conn: AsyncConnection, states: Sequence[NodeState]) -> None:
+    """Fill ``names`` and ``xattrs`` of ``states`` in two queries (per 500 nodes)."""
+    by_id = {s.id: s for s in states}
+    ids = list(by_id)
+    for part in batched(ids):
+        rows = await conn.execute(
+            select(names.c.node, names.c.parent, names.c.name).where(names.c.node.in_(part))
+        )
+        for node, parent, name in rows:
+            by_id[node].names.append((parent, name))
+        rows = await conn.execute(
+            select(xattrs.c.node, xattrs.c.name, xattrs.c.value).where(xattrs.c.node.in_(part))
+        )
+        for node, name, value in rows:
+            by_id[node].xattrs[name] = bytes(value)
+
+
+async def load_nodes(
+    conn: AsyncConnection, ids: Sequence[str], with_blocklist: bool = True
+) -> dict[str, NodeState]:
+    """The nodes among ``ids`` that exist (any namespace; callers check ``ns``)."""
+    found: dict[str, NodeState] = {}
+    for part in batched(list(dict.fromkeys(ids))):
+        rows = await conn.execute(select_nodes(with_blocklist).where(nodes.c.id.in_(part)))
+        for row in rows:
+            bl = bytes(row.blocklist) if with_blocklist and row.blocklist is not None else None
+            found[row.id] = state_from_row(row, bl)
+    await attach_names_xattrs(conn, list(found.values()))
+    return found
+
+
+async def load_node(conn: AsyncConnection, node_id: str, ns: int) -> NodeState | None:
+    """The node ``node_id`` if it exists in namespace ``ns``."""
+    rows = await conn.execute(select_nodes(True).where(nodes.c.id == node_id, nodes.c.ns == ns))
+    row = rows.first()
+    if row is None:
+        return None
+    state = state_from_row(row, None if row.blocklist is None else bytes(row.blocklist))
+    await attach_names_xattrs(conn, [state])
+    return state
+
+
+async def child_id(conn: AsyncConnection, ns: int, parent: str, name: str) -> str | None:
+    """The node holding ``name`` in directory ``parent``, byte-exact."""
+    rows = await conn.execute(
+        select(names.c.node).where(names.c.ns == ns, names.c.parent == parent, names.c.name == name)
+    )
+    return rows.scalar()
