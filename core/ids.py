@@ -17,7 +17,7 @@ import blake3
 
 ID_SIZE = 32
 KEY_SIZE = 32
-_HEX_ID = re.compile(r"^[0-9a-f]{64}$")
+_HEX_ID = re.compile(r"[0-9a-f]{64}")
 _DEDUPE_CONTEXT = "cairn 2026 private-volume dedupe key v1"
 
 Buffer = bytes | bytearray | memoryview
@@ -50,10 +50,10 @@ def to_hex(cid: bytes) -> str:
 
 def from_hex(text: str) -> bytes:
     """Parse the text form; raises ``ValueError`` for anything but 64 lowercase hex digits."""
-    if not isinstance(text, str) or not _HEX_ID.match(text):
+    if not isinstance(text, str) or not _HEX_ID.fullmatch(text):
         raise ValueError("a chunk id is 64 lowercase hex digits")
     return bytes.fromhex(text)
 
 
 def is_hex_id(text: object) -> bool:
-    return isinstance(text, str) and bool(_HEX_ID.match(text))
+    return isinstance(text, str) and bool(_HEX_ID.fullmatch(text))
