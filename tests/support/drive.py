@@ -4,8 +4,8 @@ devices, drives mounted by the ``cairn`` CLI.
 Everything started here is stopped by pid in teardown, and every mount is lazily unmounted
 (``fusermount3 -u -z``). Waiting is always polling a condition with a deadline.
 
-``ServerProcess`` can be stopped and started again on the same port and data dir (the
-offline test needs that); ``Device`` wraps one state dir + mountpoint and drives the CLI.
+``DriveServer`` (the server tier's ``ServerProcess``) can be stopped and started again on
+the same port and data dir (the offline test needs that); ``Device`` wraps one state dir + mountpoint and drives the CLI.
 """
 
 from __future__ import annotations
@@ -13,19 +13,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.support.server import ServerProcess, cairn_server_command, free_port
 
 BIN = Path(sys.executable).parent
 CAIRN = str(BIN / "cairn")
-CAIRN_SERVER = str(BIN / "cairn-server")
 PASSWORD = "pw-test-123456"
 
 
@@ -43,12 +42,6 @@ def wait_until(pred: Callable[[], bool], deadline_s: float, what: str) -> None:
             pytest.fail(f"timed out after {deadline_s:g} s waiting for {what}")
         time.sleep(delay)  # interval between condition checks, not synchronization
         delay = min(delay * 1.5, 0.25)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def stop_pid(pid: int, timeout: float = 15.0) -> None:
@@ -73,69 +66,30 @@ def stop_pid(pid: int, timeout: float = 15.0) -> None:
             time.sleep(0.02)
 
 
-class ServerProcess:
-    """A real ``cairn-server`` on 127.0.0.1 with its own data dir."""
-
-    def __init__(self, root: Path) -> None:
-        self.data = root / "srv"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = root / "srv.log"
-        res = subprocess.run(
-            [CAIRN_SERVER, "init", str(self.data)], capture_output=True, text=True, timeout=60
-        )
-        assert res.returncode == 0, f"cairn-server init failed: {res.stderr}"
-
-    def add_user(self, name: str, password: str = PASSWORD) -> None:
-        res = subprocess.run(
-            [CAIRN_SERVER, "--data", str(self.data), "user", "add", name, "--password-stdin"],
-            input=password + "\n",
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert res.returncode == 0, f"user add failed: {res.stderr}"
-
-    def healthy(self) -> bool:
-        try:
-            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+class DriveServer(ServerProcess):
+    """The shared server fixture's process, restartable on the same port (a device keeps
+    the URL it logged in with, so the offline test must bring the server back there)."""
 
     def start(self) -> None:
-        with open(self.log, "ab") as log:
+        if not self.port:
+            super().start()
+            return
+        assert self.proc is None, "already running"
+        with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    CAIRN_SERVER,
-                    "run",
-                    "--data",
-                    str(self.data),
-                    "--listen",
-                    f"127.0.0.1:{self.port}",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
+                [*cairn_server_command(), "run", "--data", str(self.data_dir),
+                 "--listen", f"127.0.0.1:{self.port}"],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env,
+            )  # fmt: skip
         proc = self.proc
-        wait_until(
-            lambda: proc.poll() is None and self.healthy() or proc.poll() is not None,
-            30,
-            "the server to answer /healthz",
-        )
-        assert proc.poll() is None, f"server exited: {self.log.read_text()[-2000:]}"
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            stop_pid(self.proc.pid)
-        self.proc = None
+        wait_until(lambda: proc.poll() is not None or self._healthy(), 30, "server restart")
+        assert proc.poll() is None, f"cairn-server exited at restart:\n{self.log_tail()}"
 
 
 class Device:
     """One device: a state dir and a mountpoint, driven through the ``cairn`` CLI."""
 
-    def __init__(self, root: Path, name: str, server: ServerProcess) -> None:
+    def __init__(self, root: Path, name: str, server: DriveServer) -> None:
         self.name = name
         self.server = server
         self.state = root / f"{name}.state"
@@ -211,9 +165,11 @@ def lazy_unmount(path: Path) -> None:
 
 
 @pytest.fixture
-def cairn_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path)
-    srv.add_user("alice")
+def drive_server(tmp_path: Path) -> Iterator[DriveServer]:
+    """A started server (SQLite, local blobs) with the user ``alice``."""
+    srv = DriveServer(tmp_path / "srv")
+    srv.init()
+    srv.add_user("alice", PASSWORD)
     srv.start()
     try:
         yield srv
@@ -222,12 +178,12 @@ def cairn_server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def devices(tmp_path: Path, cairn_server: ServerProcess) -> Iterator[Callable[[str], Device]]:
+def devices(tmp_path: Path, drive_server: DriveServer) -> Iterator[Callable[..., Device]]:
     """A factory of logged-in devices for user ``alice``; all unmounted and stopped after."""
     made: list[Device] = []
 
     def make(name: str, *, login: bool = True) -> Device:
-        d = Device(tmp_path, name, cairn_server)
+        d = Device(tmp_path, name, drive_server)
         if login:
             d.login("alice")
         made.append(d)
@@ -238,3 +194,8 @@ def devices(tmp_path: Path, cairn_server: ServerProcess) -> Iterator[Callable[[s
     finally:
         for d in made:
             d.teardown()
+
+
+def free_port_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens (a port that was free a moment ago)."""
+    return f"http://127.0.0.1:{free_port()}"

@@ -1,0 +1,46 @@
+# Shared set-up steps of ./quickstart.sh (and anything else that needs the project's venv
+# on a fresh Debian machine). Source it, then call the functions; they are idempotent.
+
+# cairn_system_packages PKG... : apt-get install the packages that are not installed yet.
+cairn_system_packages() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "== installing system packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get -y -qq install "${missing[@]}" >/dev/null
+  fi
+}
+
+# cairn_venv [EXTRAS] : create .venv (or $CAIRN_VENV) and install the project into it,
+# again only when pyproject.toml changed; puts the venv's bin first on PATH.
+cairn_venv() {
+  local extras=${1:-}
+  local py=${PYTHON:-python3} venv=${CAIRN_VENV:-.venv}
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "== creating virtual environment $venv"
+    "$py" -m venv "$venv"
+  fi
+  # test.sh stamps a full install (test + dev extras) as .cairn-installed; a plain install
+  # is stamped separately so neither hides the other.
+  local full="$venv/.cairn-installed" stamp="$venv/.cairn-installed${extras:+-$extras}"
+  [ -z "$extras" ] && stamp="$venv/.cairn-base-installed"
+  local fresh=""
+  for s in "$stamp" "$full"; do
+    if [ -f "$s" ] && [ ! pyproject.toml -nt "$s" ] && [ -x "$venv/bin/cairn" ]; then fresh=1; fi
+  done
+  if [ -z "$fresh" ] && [ ! -e "$stamp" ] && [ -x "$venv/bin/cairn" ] && [ -x "$venv/bin/cairn-server" ] \
+    && "$venv/bin/python" -c "import cairn.fs.cli, cairn.server.cli" 2>/dev/null; then
+    fresh=1 && touch "$stamp"  # installed by other means (an editable install already in place)
+  fi
+  if [ -z "$fresh" ]; then
+    echo "== installing cairn${extras:+ with extras $extras}"
+    "$venv/bin/pip" install -q --upgrade pip
+    "$venv/bin/pip" install -q -e ".${extras:+[$extras]}"
+    touch "$stamp"
+  fi
+  export PATH="$PWD/$venv/bin:$PATH"
+}
