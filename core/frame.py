@@ -50,6 +50,8 @@ _NO_KEY = bytes(KEY_ID_SIZE)
 # saving is not worth a decompression on every read.
 _MIN_SAVING_SHIFT = 5
 
+_ZSTD_FHD = 4  # offset of the zstd frame header descriptor, after its 4-byte magic
+
 _local = threading.local()
 
 
@@ -160,6 +162,18 @@ def _inflate(payload: bytes | memoryview, info: FrameInfo) -> bytes:
         if len(payload) != info.plain_len:
             raise FrameCorrupt("stored payload length does not match the header")
         return bytes(payload)
+    # zstd decoders ignore the frame header descriptor's unused bit (0x10); insist on zero so
+    # that no bit of a stored frame can change without being noticed.
+    if len(payload) > _ZSTD_FHD and payload[_ZSTD_FHD] & 0x18:
+        raise FrameCorrupt("zstd frame header has reserved bits set")
+    # The decoder sizes its output from the zstd frame's own content size, so check it against
+    # the (bounded) header first: a forged size must not become a huge allocation.
+    try:
+        content_size = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError:
+        raise FrameCorrupt("compressed payload has no valid zstd frame header") from None
+    if content_size != info.plain_len:
+        raise FrameCorrupt("zstd content size does not match the header")
     try:
         # allow_extra_data=False: bytes after the zstd frame are tampering, not padding.
         out = _decompressor().decompress(
