@@ -70,6 +70,13 @@ def check_mountpoint(mountpoint: Path, state: StateDir, *, nonempty: bool = Fals
         raise MountError(f"mountpoint {mountpoint} is not empty")
 
 
+# fstab and generic options that mean nothing to (or are the default of) the FUSE session.
+_IGNORED_OPTIONS = frozenset(
+    "rw defaults auto noauto user users owner group _netdev nofail dev suid exec async "
+    "atime relatime norelatime strictatime".split()
+)
+
+
 def fuse_options(options: list[str]) -> tuple[set[str], bool]:
     """The pyfuse3 option set for user ``-o`` options, and whether ``nonempty`` was asked."""
     import pyfuse3
@@ -81,7 +88,7 @@ def fuse_options(options: list[str]) -> tuple[set[str], bool]:
     for o in options:
         if o in ("allow_other", "ro", "noatime", "nodev", "nosuid", "noexec", "dirsync"):
             opts.add(o)
-        elif o in ("rw", "defaults", "auto", "noauto", "user", "users", "_netdev", "nofail"):
+        elif o in _IGNORED_OPTIONS:
             continue  # fstab-only options that mean nothing to the FUSE session
         elif o == "nonempty":
             nonempty = True
