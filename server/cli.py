@@ -190,8 +190,7 @@ def cmd_device_list(args: argparse.Namespace) -> None:
 def cmd_device_revoke(args: argparse.Namespace) -> None:
     async def go(meta: Any) -> None:
         user = await _user(meta, args.name)
-        device: int | str = int(args.device) if args.device.isdigit() else args.device
-        count = await meta.revoke_device(user.id, device)
+        count = await meta.revoke_device(user.id, args.device)
         if not count:
             raise NotFound(f"user {args.name} has no device {args.device!r}")
         print(f"revoked {count} device token(s) of {args.name}")
@@ -250,11 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not hasattr(args, "data"):
         args.data = None
+    # The server logs its progress; one-shot admin commands speak only through their output.
+    default_level = "INFO" if args.command == "run" else "WARNING"
     logging.basicConfig(
-        level=os.environ.get("CAIRN_LOG_LEVEL", "INFO").upper(),
+        level=os.environ.get("CAIRN_LOG_LEVEL", default_level).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter is not news
     try:
         args.func(args)
     except CairnError as e:

@@ -82,7 +82,7 @@ async def hints_poll(request: web.Request) -> web.Response:
     )
     cursor = request.query.get("cursor", "")
     meta = app[META]
-    base = await meta.cursor_seqs(cursor) if cursor else {}
+    base = meta.cursor_seqs(cursor) if cursor else {}
     namespaces = [i.ns for i in await meta.namespaces(me.user_id)]
     with app[NOTIFIER].subscribe(namespaces) as sub:
         current = dict(await meta.seqs(me.user_id))

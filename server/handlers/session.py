@@ -70,7 +70,7 @@ async def login(request: web.Request) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     me = auth.caller(request)
-    await request.app[META].revoke_device(me.user_id, me.device_id)
+    await request.app[META].revoke_device(me.user_id, str(me.device_id))
     return web.json_response({"revoked": True})
 
 

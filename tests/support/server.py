@@ -80,7 +80,7 @@ class ServerProcess:
         self.data_dir = data_dir
         self.database_url = database_url
         self.config = config or {}
-        self.env = {**os.environ, "CAIRN_LOG_LEVEL": "INFO", **(env or {})}
+        self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log_path = data_dir.with_name(data_dir.name + ".log")

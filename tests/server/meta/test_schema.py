@@ -1,0 +1,104 @@
+"""Migrations, durability checks and lifecycle of the MetaStore, on both backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from cairn.core.errors import ConfigError, Unavailable
+from cairn.server.meta import MetaStore
+from cairn.server.meta import migrate as migrate_mod
+from cairn.server.meta.schema import metadata
+from tests.support.pg import PostgresCluster
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_migrate_is_idempotent_and_reaches_head(store: MetaStore) -> None:
+    await store.migrate()
+    await store.migrate()
+    assert await migrate_mod.current_revision(store.db) == migrate_mod.head_revision() == "0001"
+
+
+async def test_migrated_schema_matches_the_table_definitions(store: MetaStore) -> None:
+    def diff(conn):  # type: ignore[no-untyped-def]
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        return compare_metadata(ctx, metadata)
+
+    async with store.db.engine.connect() as conn:
+        assert await conn.run_sync(diff) == []
+
+
+async def test_durability_settings_pass_on_a_fresh_store(store: MetaStore) -> None:
+    await store.check_durability()
+    await store.ping()
+
+
+@pytest.mark.postgres
+async def test_durability_check_refuses_synchronous_commit_off(
+    pg_cluster: PostgresCluster,
+) -> None:
+    url = pg_cluster.create_database()
+    pg_cluster.psql(f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET synchronous_commit = off")
+    s = await MetaStore.open(url)
+    try:
+        with pytest.raises(ConfigError, match="synchronous_commit is off"):
+            await s.check_durability()
+    finally:
+        await s.close()
+
+
+async def test_sqlite_connections_use_wal_full_and_busy_timeout(tmp_path: Path) -> None:
+    s = await MetaStore.open(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
+    try:
+        async with s.db.engine.connect() as conn:
+            values = [
+                (await conn.exec_driver_sql(f"PRAGMA {p}")).scalar()
+                for p in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+            ]
+        assert values == ["wal", 2, 10_000, 1]
+    finally:
+        await s.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://x/y", "sqlite:///plain-driver.db", "sqlite+aiosqlite://", "", "postgresql://h/d"],
+)
+async def test_bad_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError, match="database url"):
+        await MetaStore.open(url)
+
+
+@pytest.mark.expect_warnings
+async def test_unreachable_databases_are_unavailable(tmp_path: Path) -> None:
+    gone = await MetaStore.open(f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'm.db'}")
+    try:
+        with pytest.raises(Unavailable):
+            await gone.ping()
+        with pytest.raises(Unavailable):
+            await gone.migrate()
+    finally:
+        await gone.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.expect_warnings
+async def test_unreachable_postgres_is_unavailable(pg_cluster: PostgresCluster) -> None:
+    # A port nobody listens on (the cluster's own port + a refused connection is racy).
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    s = await MetaStore.open(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/x")
+    try:
+        with pytest.raises(Unavailable):
+            await s.ping()
+        with pytest.raises(Unavailable):
+            await s.get_user("alice")
+    finally:
+        await s.close()
