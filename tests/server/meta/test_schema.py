@@ -74,8 +74,10 @@ async def test_bad_urls_are_config_errors(url: str) -> None:
 
 
 @pytest.mark.expect_warnings
-async def test_unreachable_databases_are_unavailable(tmp_path: Path) -> None:
-    gone = await MetaStore.open(f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'm.db'}")
+async def test_a_file_that_is_not_a_database_is_unavailable(tmp_path: Path) -> None:
+    garbage = tmp_path / "not-a-db"
+    garbage.write_bytes(b"this is not an SQLite file" * 200)
+    gone = await MetaStore.open(f"sqlite+aiosqlite:///{garbage}")
     try:
         with pytest.raises(Unavailable):
             await gone.ping()
