@@ -83,10 +83,9 @@ class SyncAgent:
         frame: bytes = await trio.to_thread.run_sync(self.cache.plain_frame, cid)
         return frame
 
-    def _clean(self, cids: list[bytes]) -> None:
-        # Renames inside the cache dir: cheap, but file I/O, so a thread would be nicer; the
-        # pusher calls this once per batch, off the request path.
-        self.cache.mark_clean(cids)
+    async def _clean(self, cids: list[bytes]) -> None:
+        # Committed chunks are on the server: they may be evicted from now on.
+        await trio.to_thread.run_sync(self.cache.mark_clean, cids)
 
     async def _invalidate(self, changes: Any) -> None:
         if self.invalidate_hook is not None:

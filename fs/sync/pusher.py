@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ class Pusher:
         *,
         ns: int,
         parked_file: Path,
-        on_committed: Callable[[list[bytes]], None] | None = None,
+        on_committed: Callable[[list[bytes]], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -158,7 +158,7 @@ class Pusher:
         self._store.outbox_done(done, revs)
         self.committed += len(done)
         if clean and self._on_committed is not None:
-            self._on_committed(clean)
+            await self._on_committed(clean)
         if retry_missing:
             log.info("server misses %d chunks of a committed op; uploading", len(retry_missing))
             await self._uploader.upload(retry_missing)
