@@ -114,6 +114,7 @@ class Node:
     xattrs: dict[str, bytes] = field(default_factory=dict)
     base_rev: int = 0
     names: list[tuple[int, str]] = field(default_factory=list)
+    alloc: int = 0  # bytes in chunks (not holes): st_blocks
 
     @property
     def nlink(self) -> int:
@@ -256,8 +257,9 @@ class Txn:
 class Store:
     """The RocksDB-backed local state. Open with :meth:`open`; close with :meth:`close`."""
 
-    def __init__(self, db: rocksdict.Rdict, root_id: str) -> None:
+    def __init__(self, db: rocksdict.Rdict, root_id: str, path: Path | None = None) -> None:
         self.db = db
+        self.path = path
         self.root_id = root_id
         self._pending: dict[str, int] = {}
         self._next_seq = 1
@@ -274,7 +276,7 @@ class Store:
         opts = rocksdict.Options(raw_mode=True)
         opts.create_if_missing(True)
         db = rocksdict.Rdict(str(path), opts)
-        store = cls(db, root_id)
+        store = cls(db, root_id, Path(path))
         txn = store.txn()
         if txn.ino_of(root_id) is None or txn.node(ROOT_INO) is None:
             now = time.time_ns()
@@ -477,6 +479,7 @@ class Store:
                 if txn.blocklist(ino) != rn.blocklist:
                     content_changed = True
                     txn.put_blocklist(ino, rn.blocklist)
+                node.alloc = sum(n for cid, n in rn.blocklist if cid is not None)
             node.type, node.mode, node.mtime_ns, node.size = rn.type, rn.mode, rn.mtime_ns, rn.size
             node.target, node.xattrs, node.base_rev, node.ctime_ns = (
                 rn.target, dict(rn.xattrs), rn.rev, now)  # fmt: skip

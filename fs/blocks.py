@@ -1,0 +1,141 @@
+"""Small data structures of the drive's data path: extent maps, blocklist indexes, and an
+in-memory LRU of decoded chunks.
+
+None of them does I/O. ``ExtentMap`` and ``BlockIndex`` are used from one thread at a time
+(guarded by the owning file's lock in ``fs/ops.py``); ``PlainLRU`` is thread-safe because
+reads decode chunks on worker threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from itertools import accumulate
+
+from cairn.core.wire import Entry
+
+
+class ExtentMap:
+    """A set of byte ranges as sorted, disjoint, non-adjacent ``[start, end)`` intervals."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.starts)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return zip(self.starts, self.ends, strict=True)
+
+    def add(self, start: int, end: int) -> None:
+        if end <= start:
+            return
+        # every interval touching [start, end] merges into one
+        i = bisect_left(self.ends, start)
+        j = bisect_right(self.starts, end)
+        if i < j:
+            start = min(start, self.starts[i])
+            end = max(end, self.ends[j - 1])
+        self.starts[i:j] = [start]
+        self.ends[i:j] = [end]
+
+    def clip(self, size: int) -> None:
+        """Drop everything at or beyond ``size``."""
+        i = bisect_left(self.ends, size + 1)
+        del self.starts[i + 1 :], self.ends[i + 1 :]
+        if i < len(self.starts):
+            if self.starts[i] >= size:
+                del self.starts[i], self.ends[i]
+            else:
+                self.ends[i] = size
+
+    def clear(self) -> None:
+        self.starts.clear()
+        self.ends.clear()
+
+    def covering(self, pos: int) -> int | None:
+        """End of the extent holding byte ``pos``, or None."""
+        i = bisect_right(self.starts, pos) - 1
+        return self.ends[i] if i >= 0 and pos < self.ends[i] else None
+
+    def next_start(self, pos: int) -> int | None:
+        """Start of the first extent beginning after ``pos``, or None."""
+        i = bisect_right(self.starts, pos)
+        return self.starts[i] if i < len(self.starts) else None
+
+    def overlapping(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of extents inside ``[start, end)``."""
+        i = bisect_right(self.ends, start)
+        out = []
+        while i < len(self.starts) and self.starts[i] < end:
+            out.append((max(start, self.starts[i]), min(end, self.ends[i])))
+            i += 1
+        return out
+
+
+class BlockIndex:
+    """A blocklist with cumulative offsets: ``locate(pos)`` is a bisect, so 50k-entry files
+    stay cheap to read."""
+
+    def __init__(self, entries: Sequence[Entry] = ()) -> None:
+        self.entries: list[Entry] = list(entries)
+        self.starts: list[int] = [0, *accumulate(n for _, n in self.entries)]
+
+    @property
+    def size(self) -> int:
+        return self.starts[-1]
+
+    def locate(self, pos: int) -> int:
+        """Index of the entry holding byte ``pos`` (``pos < size``)."""
+        return bisect_right(self.starts, pos) - 1
+
+    def append(self, cid: bytes | None, length: int) -> None:
+        self.entries.append((cid, length))
+        self.starts.append(self.starts[-1] + length)
+
+    def data_bytes(self) -> int:
+        return sum(n for cid, n in self.entries if cid is not None)
+
+
+def merge_holes(entries: list[Entry]) -> list[Entry]:
+    """Join adjacent holes and drop empty entries (the wire wants holes of length >= 1)."""
+    out: list[Entry] = []
+    for cid, n in entries:
+        if n <= 0:
+            continue
+        if cid is None and out and out[-1][0] is None:
+            out[-1] = (None, out[-1][1] + n)
+        else:
+            out.append((cid, n))
+    return out
+
+
+class PlainLRU:
+    """Decoded chunks kept in memory (bounded by bytes), so 128 KiB kernel reads of a 1 MiB
+    chunk decode it once, not eight times."""
+
+    def __init__(self, limit: int = 32 * 1024 * 1024) -> None:
+        self.limit = limit
+        self._d: OrderedDict[bytes, bytes] = OrderedDict()
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def get(self, cid: bytes) -> bytes | None:
+        with self._lock:
+            data = self._d.get(cid)
+            if data is not None:
+                self._d.move_to_end(cid)
+            return data
+
+    def put(self, cid: bytes, data: bytes) -> None:
+        with self._lock:
+            if cid in self._d:
+                return
+            self._d[cid] = data
+            self._used += len(data)
+            while self._used > self.limit and len(self._d) > 1:
+                _, old = self._d.popitem(last=False)
+                self._used -= len(old)

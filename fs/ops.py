@@ -1,0 +1,816 @@
+"""The drive's pyfuse3 ``Operations``: POSIX on top of the local state, cache and staging.
+
+Construction (by the mount runner, ``fs/mount.py``)::
+
+    ops = Operations(store, cache, source, dedupe_key=...)  # staging: <db dir>/../staging
+    ops.mounted = True            # after pyfuse3.init(); enables kernel invalidation
+    nursery.start_soon(ops.run)   # optional: background readahead
+
+Mount options the runner must pass to ``pyfuse3.init``: ``default_permissions`` (the kernel
+checks modes and owners; this class does no permission checks), ``fsname=cairn``,
+``subtype=cairn``, and ``allow_other`` when the user asks for it.
+
+What the sync side calls:
+- ``await ops.apply_remote(nodes, cursor=...)``: ``Store.apply_remote`` + kernel cache
+  invalidation + refresh of open, unmodified files (``invalidate(changes)`` alone exists
+  too; both are safe when not mounted).
+- ``ops.set_quota(total, used)`` for ``statfs``.
+- ``await ops.seal_all()`` before unmount: seals every file with unsealed writes.
+The outbox, base revisions and cursor live in ``fs/store.py``; uploadable frames in
+``fs/cache.py``.
+
+Behaviour notes
+- Node types: file, dir, symlink. ``mknod`` of a FIFO, socket or device fails with EPERM
+  (mknod(2): "the file system does not support the type of node"); of a regular file it
+  creates one. Only ``user.*`` xattrs exist (others: ENOTSUP); missing ones ENODATA;
+  values up to 64 KiB, 64 per node (E2BIG beyond), synced as ``setattr`` ops.
+- Ownership (uid/gid) is local only; the server has no owners. Directory mtimes are local
+  and not updated by entry changes.
+- Timeouts: entry and attr 1 s. ``keep_cache`` on open when size and mtime are what the
+  kernel saw at the previous open (remote changes also invalidate explicitly).
+- ``RENAME_EXCHANGE`` is three ``rename`` ops through a temporary name in the same outbox
+  batch (the API has no exchange); the server applies them in one transaction when the
+  pusher sends them together.
+- Writes: sequential writes stream through the chunker (``fs/staging.py``); others go to a
+  sparse staging file and are re-chunked around the edits at seal (``fs/seal.py``). Seal
+  on the last release and on fsync; fsync makes chunk files durable, then writes the batch
+  and syncs the WAL, both grouped (``fs/durable.py``).
+
+Concurrency (trio, one thread; CPU and disk work on worker threads)
+- Handlers that only touch the store (lookup, mkdir, rename, unlink, setattr without size,
+  xattrs, ...) run without an ``await`` between reading the state and committing their
+  batch, so they are atomic with respect to each other. Keep it so: an ``await`` inside
+  such a section would let another handler interleave between check and write.
+- A file's ``FileContent.lock`` serialises writes, truncates and seals of that file (they
+  await worker threads). Reads take no lock (see ``fs/staging.py``).
+- A seal writes its batch after awaits (chunk fsync); it re-reads the node record just
+  before writing, so metadata changed meanwhile (chmod, rename) is not overwritten.
+- ``GroupSync`` instances serialise durable syncs; ``PlainLRU`` and ``ChunkCache`` are
+  thread-safe. ``_unsynced`` (chunk ids awaiting fsync) is only touched on the trio thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import trio
+
+from cairn.core import errors as E
+from cairn.core import frame, wire
+from cairn.core.chunker import DEFAULT, Params
+from cairn.core.names import MAX_NAME_BYTES, check_name
+from cairn.core.wire import Blocklist
+
+from . import seal
+from .blocks import PlainLRU
+from .cache import ChunkCache, ChunkSource
+from .durable import GroupSync
+from .errmap import NameTooLong, NoAttribute, NotSupported, translate
+from .staging import FileContent
+from .store import ROOT_INO, Changes, Node, Store, new_node_id, new_op_id
+
+log = logging.getLogger("cairn.fs.ops")
+
+_TYPE_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
+_EXCHANGE_PREFIX = ".cairn-exchange-"
+
+
+def _now() -> int:
+    return time.time_ns()
+
+
+def _name(raw: bytes) -> str:
+    if len(raw) > MAX_NAME_BYTES:
+        raise NameTooLong(f"name is {len(raw)} bytes, at most {MAX_NAME_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise E.InvalidName("name is not valid UTF-8") from None
+    return check_name(text)
+
+
+def _xname(raw: bytes) -> str:
+    try:
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NotSupported("xattr name is not UTF-8") from None
+    if not name.startswith("user.") or name == "user.":
+        raise NotSupported("only user.* extended attributes are supported")
+    return name
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+
+    def __init__(self, store: Store, cache: ChunkCache, source: ChunkSource, *,
+                 dedupe_key: bytes | str, staging_dir: Path | str | None = None, params: Params = DEFAULT,
+                 entry_timeout: float = 1.0, attr_timeout: float = 1.0) -> None:  # fmt: skip
+        super().__init__()
+        self.store = store
+        self.cache = cache
+        self.source = source
+        self.dedupe_key = bytes.fromhex(dedupe_key) if isinstance(dedupe_key, str) else dedupe_key
+        self.params = params
+        self.entry_timeout = entry_timeout
+        self.attr_timeout = attr_timeout
+        if staging_dir is None:
+            if store.path is None:
+                raise ValueError("staging_dir is needed when the store has no path")
+            staging_dir = store.path.parent / "staging"
+        self.staging_dir = Path(staging_dir)
+        self.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for leftover in self.staging_dir.iterdir():
+            leftover.unlink()  # unsealed writes of a crashed mount (never fsynced)
+        self.cpu_limiter = trio.CapacityLimiter(2)
+        self.read_limiter = trio.CapacityLimiter(4)
+        self.mem = PlainLRU()
+        self._files: dict[int, FileContent] = {}
+        self._unsynced: set[bytes] = set()
+        self._chunk_sync = GroupSync(self._fsync_chunks)
+        self._wal_sync = GroupSync(store.sync_wal)
+        self._kernel_seen: dict[int, tuple[int, int]] = {}
+        self._readahead: set[bytes] = set()
+        self._nursery: trio.Nursery | None = None
+        self.mounted = False
+        self.quota_total: int | None = None
+        self.quota_used = 0
+
+    async def run(self) -> None:
+        """Background service (readahead). Runs until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+
+    def set_quota(self, total: int | None, used: int) -> None:
+        self.quota_total, self.quota_used = total, used
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _node(self, ino: int) -> Node:
+        node = self.store.node(ino)
+        if node is None:
+            raise E.NotFound(f"no inode {ino}")
+        return node
+
+    def _dir(self, ino: int) -> Node:
+        node = self._node(ino)
+        if node.type != "dir":
+            raise E.NotADirectory(f"inode {ino} is not a directory")
+        return node
+
+    def _child(self, parent: int, name: str) -> Node:
+        ino = self.store.lookup(parent, name)
+        node = None if ino is None else self.store.node(ino)
+        if node is None:
+            raise E.NotFound(f"{name!r} not found")
+        return node
+
+    def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = node.ino
+        a.generation = 0
+        a.entry_timeout = self.entry_timeout
+        a.attr_timeout = self.attr_timeout
+        a.st_mode = _TYPE_BITS[node.type] | node.mode
+        a.st_nlink = node.nlink
+        a.st_uid, a.st_gid = node.uid, node.gid
+        a.st_rdev = 0
+        size, mtime, alloc = node.size, node.mtime_ns, node.alloc
+        content = self._files.get(node.ino)
+        if content is not None:
+            size = content.size
+            if content.mtime_ns is not None:
+                mtime = content.mtime_ns
+            if content.dirty:
+                alloc = min(size, alloc + content.size - content.base_len)
+        if node.type == "symlink":
+            size = len((node.target or "").encode())
+        a.st_size = size
+        a.st_blksize = 128 * 1024
+        a.st_blocks = (alloc + 511) // 512
+        a.st_atime_ns = mtime
+        a.st_mtime_ns = mtime
+        a.st_ctime_ns = max(node.ctime_ns, mtime)
+        return a
+
+    def _new_node(self, txn: Any, kind: str, mode: int, ctx: Any, now: int) -> Node:
+        return Node(txn.alloc_ino(), new_node_id(), kind, mode & 0o7777, ctx.uid, ctx.gid, now, now)
+
+    def _check_free(self, parent: int, name: str) -> None:
+        if self.store.lookup(parent, name) is not None:
+            raise E.AlreadyExists(f"{name!r} exists")
+
+    # --- chunks ---------------------------------------------------------------------------
+
+    def _get_chunk(self, cid: bytes) -> bytes:
+        """Plaintext of a chunk: memory, cache, else the network. Worker threads only."""
+        data = self.mem.get(cid)
+        if data is None:
+            data = self.cache.get(cid)
+            if data is None:
+                data = trio.from_thread.run(self._fetch, cid)
+            self.mem.put(cid, data)
+        return data
+
+    async def _fetch(self, cid: bytes) -> bytes:
+        try:
+            raw = await self.source.fetch(cid)
+        except E.Unavailable as e:
+            log.warning(
+                "chunk %s is not cached and the server is unavailable: %s", cid.hex()[:16], e
+            )
+            raise
+        plain = await trio.to_thread.run_sync(
+            lambda: frame.decode(raw, cid, dedupe_key=self.dedupe_key)
+        )
+        await trio.to_thread.run_sync(self.cache.put_frame, cid, raw)
+        return plain
+
+    def _fsync_chunks(self) -> None:
+        pending = list(self._unsynced)
+        self.cache.fsync(pending)
+        self._unsynced.difference_update(pending)
+
+    # --- attributes -----------------------------------------------------------------------
+
+    @translate
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: Any = None
+    ) -> pyfuse3.EntryAttributes:
+        parent = self._dir(parent_inode)
+        if name == b".":
+            return self._attr(parent)
+        if name == b"..":
+            up = parent.names[0][0] if parent.names else ROOT_INO
+            return self._attr(self._node(up))
+        return self._attr(self._child(parent_inode, _name(name)))
+
+    @translate
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return self._attr(self._node(inode))
+
+    @translate
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: Any, fh: int | None,
+                      ctx: Any = None) -> pyfuse3.EntryAttributes:  # fmt: skip
+        node = self._node(inode)
+        now = _now()
+        if fields.update_size:
+            if node.type == "dir":
+                raise E.IsADirectory("cannot truncate a directory")
+            if node.type != "file":
+                raise E.InvalidArgument("cannot truncate a symlink")
+            if attr.st_size < 0 or attr.st_size > wire.MAX_FILE_SIZE:
+                raise E.InvalidArgument("size out of range")
+            content = self._content(node)
+            try:
+                async with content.lock:
+                    content.truncate(attr.st_size)
+                    content.mtime_ns = now
+                if content.opens == 0:
+                    await self._seal(content)
+            finally:
+                self._maybe_close(content)
+            node = self._node(inode)
+        mode = mtime = None
+        if fields.update_mode:
+            node.mode = mode = attr.st_mode & 0o7777
+        if fields.update_uid:
+            node.uid = attr.st_uid
+        if fields.update_gid:
+            node.gid = attr.st_gid
+        if fields.update_mtime:
+            node.mtime_ns = mtime = attr.st_mtime_ns
+            content = self._files.get(inode)
+            if content is not None:
+                content.mtime_ns = mtime
+        node.ctime_ns = now
+        txn = self.store.txn()
+        txn.put_node(node)
+        if mode is not None or mtime is not None:
+            txn.outbox_append(wire.Setattr(new_op_id(), node.id, mode=mode, mtime_ns=mtime))
+        txn.commit()
+        return self._attr(node)
+
+    # --- names ----------------------------------------------------------------------------
+
+    @translate
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
+        parent = self._dir(parent_inode)
+        text = _name(name)
+        self._check_free(parent_inode, text)
+        now = _now()
+        txn = self.store.txn()
+        node = self._new_node(txn, "dir", mode, ctx, now)
+        txn.add_name(node, parent_inode, text)
+        txn.put_node(node)
+        txn.outbox_append(wire.Mkdir(new_op_id(), node.id, parent.id, text, node.mode, now))
+        txn.commit()
+        return self._attr(node)
+
+    @translate
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: Any) -> pyfuse3.EntryAttributes:  # fmt: skip
+        parent = self._dir(parent_inode)
+        text = _name(name)
+        try:
+            tgt = target.decode("utf-8")
+        except UnicodeDecodeError:
+            raise E.InvalidArgument("symlink target is not UTF-8") from None
+        if not tgt or len(target) > wire.MAX_TARGET:
+            raise NameTooLong("symlink target too long") if tgt else E.NotFound("empty target")
+        self._check_free(parent_inode, text)
+        now = _now()
+        txn = self.store.txn()
+        node = self._new_node(txn, "symlink", 0o777, ctx, now)
+        node.target = tgt
+        node.size = len(target)
+        txn.add_name(node, parent_inode, text)
+        txn.put_node(node)
+        txn.outbox_append(wire.Symlink(new_op_id(), node.id, parent.id, text, tgt, now))
+        txn.commit()
+        return self._attr(node)
+
+    @translate
+    async def readlink(self, inode: int, ctx: Any = None) -> bytes:
+        node = self._node(inode)
+        if node.type != "symlink":
+            raise E.InvalidArgument("not a symlink")
+        return (node.target or "").encode()
+
+    @translate
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: Any) -> pyfuse3.EntryAttributes:  # fmt: skip
+        if not stat.S_ISREG(mode):
+            raise E.PermissionDenied("the drive holds only files, directories and symlinks")
+        fi, attr = await self.create(parent_inode, name, mode, os.O_WRONLY, ctx)
+        await self.release(fi.fh)
+        return attr
+
+    @translate
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:  # fmt: skip
+        parent = self._dir(parent_inode)
+        text = _name(name)
+        self._check_free(parent_inode, text)
+        now = _now()
+        txn = self.store.txn()
+        node = self._new_node(txn, "file", mode, ctx, now)
+        txn.add_name(node, parent_inode, text)
+        txn.put_node(node)
+        txn.put_blocklist(node.ino, Blocklist())
+        txn.outbox_append(
+            wire.Create(new_op_id(), node.id, parent.id, text, node.mode, now, Blocklist())
+        )
+        txn.commit()
+        content = self._content(node)
+        content.opens += 1
+        self._kernel_seen[node.ino] = (0, now)
+        return pyfuse3.FileInfo(fh=node.ino), self._attr(node)
+
+    @translate
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: Any) -> pyfuse3.EntryAttributes:  # fmt: skip
+        node = self._node(inode)
+        if node.type == "dir":
+            raise E.PermissionDenied("hard links to directories are not allowed")
+        parent = self._dir(new_parent_inode)
+        text = _name(new_name)
+        self._check_free(new_parent_inode, text)
+        txn = self.store.txn()
+        txn.add_name(node, new_parent_inode, text)
+        node.ctime_ns = _now()
+        txn.put_node(node)
+        txn.outbox_append(wire.Link(new_op_id(), node.id, parent.id, text))
+        txn.commit()
+        return self._attr(node)
+
+    def _remove_name(self, txn: Any, node: Node, parent: Node, name: str) -> None:
+        """Unlink one name (caller checked types); the node goes when its last name does and
+        no handle holds it open (then at release)."""
+        txn.remove_name(node, parent.ino, name)
+        base = node.base_rev if node.base_rev > 0 and node.type == "file" else None
+        txn.outbox_append(wire.Unlink(new_op_id(), node.id, parent.id, name, base))
+        if not node.names and node.ino not in self._files:
+            txn.drop_node(node)
+        else:
+            node.ctime_ns = _now()
+            txn.put_node(node)
+
+    @translate
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
+        parent = self._dir(parent_inode)
+        node = self._child(parent_inode, _name(name))
+        if node.type == "dir":
+            raise E.IsADirectory("unlink of a directory")
+        txn = self.store.txn()
+        self._remove_name(txn, node, parent, _name(name))
+        txn.commit()
+
+    @translate
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
+        parent = self._dir(parent_inode)
+        node = self._child(parent_inode, _name(name))
+        if node.type != "dir":
+            raise E.NotADirectory("rmdir of a non-directory")
+        if self.store.has_children(node.ino):
+            raise E.DirectoryNotEmpty("directory not empty")
+        txn = self.store.txn()
+        self._remove_name(txn, node, parent, _name(name))
+        txn.commit()
+
+    def _is_within(self, ino: int, ancestor: int) -> bool:
+        """True when directory ``ino`` is ``ancestor`` or below it (bounded walk up)."""
+        for _ in range(4096):
+            if ino == ancestor:
+                return True
+            node = self.store.node(ino)
+            if node is None or not node.names:
+                return False
+            ino = node.names[0][0]
+        return True  # absurdly deep: refuse the move rather than risk a cycle
+
+    @translate
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Any = None) -> None:  # fmt: skip
+        noreplace = bool(flags & pyfuse3.RENAME_NOREPLACE)
+        exchange = bool(flags & pyfuse3.RENAME_EXCHANGE)
+        if flags & ~(pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE) or (
+            noreplace and exchange
+        ):
+            raise E.InvalidArgument("unsupported rename flags")
+        old_parent, new_parent = self._dir(parent_inode_old), self._dir(parent_inode_new)
+        old, new = _name(name_old), _name(name_new)
+        src = self._child(parent_inode_old, old)
+        dst_ino = self.store.lookup(parent_inode_new, new)
+        dst = None if dst_ino is None else self._node(dst_ino)
+        if src.type == "dir" and self._is_within(parent_inode_new, src.ino):
+            raise E.InvalidArgument("cannot move a directory into itself")
+        if exchange:
+            if dst is None:
+                raise E.NotFound(f"{new!r} not found")
+            if dst.type == "dir" and self._is_within(parent_inode_old, dst.ino):
+                raise E.InvalidArgument("cannot move a directory into itself")
+            self._exchange(src, old_parent, old, dst, new_parent, new)
+            return
+        if dst is not None and dst.ino == src.ino:
+            return  # two names of one node: POSIX says do nothing
+        if dst is not None:
+            if noreplace:
+                raise E.AlreadyExists(f"{new!r} exists")
+            if src.type == "dir" and dst.type != "dir":
+                raise E.NotADirectory(f"{new!r} is not a directory")
+            if src.type != "dir" and dst.type == "dir":
+                raise E.IsADirectory(f"{new!r} is a directory")
+            if dst.type == "dir" and self.store.has_children(dst.ino):
+                raise E.DirectoryNotEmpty(f"{new!r} is not empty")
+        txn = self.store.txn()
+        if dst is not None:
+            txn.remove_name(dst, parent_inode_new, new)
+            if not dst.names and dst.ino not in self._files:
+                txn.drop_node(dst)
+            else:
+                txn.put_node(dst)
+        txn.remove_name(src, parent_inode_old, old)
+        txn.add_name(src, parent_inode_new, new)
+        src.ctime_ns = _now()
+        txn.put_node(src)
+        txn.outbox_append(wire.Rename(new_op_id(), src.id, old_parent.id, old, new_parent.id, new,
+                                      replace=dst is not None))  # fmt: skip
+        txn.commit()
+
+    def _exchange(self, a: Node, pa: Node, na: str, b: Node, pb: Node, nb: str) -> None:
+        txn = self.store.txn()
+        txn.remove_name(a, pa.ino, na)
+        txn.remove_name(b, pb.ino, nb)
+        txn.add_name(a, pb.ino, nb)
+        txn.add_name(b, pa.ino, na)
+        now = _now()
+        a.ctime_ns = b.ctime_ns = now
+        txn.put_node(a)
+        txn.put_node(b)
+        tmp = _EXCHANGE_PREFIX + new_op_id()
+        txn.outbox_append(wire.Rename(new_op_id(), b.id, pb.id, nb, pb.id, tmp))
+        txn.outbox_append(wire.Rename(new_op_id(), a.id, pa.id, na, pb.id, nb))
+        txn.outbox_append(wire.Rename(new_op_id(), b.id, pb.id, tmp, pa.id, na))
+        txn.commit()
+
+    # --- directories ----------------------------------------------------------------------
+
+    @translate
+    async def opendir(self, inode: int, ctx: Any = None) -> int:
+        self._dir(inode)
+        return inode
+
+    def readdir_entries(
+        self, inode: int, start_id: int
+    ) -> Iterator[tuple[bytes, pyfuse3.EntryAttributes, int]]:
+        """``(name, attributes, next offset)`` after offset ``start_id``, in cookie order.
+
+        The offset of an entry is derived from its name (``store.name_cookie``), so listing
+        can resume after any entry while others are created or deleted meanwhile.
+        """
+        for cookie, name, child in self.store.readdir(inode, start_id):
+            node = self.store.node(child)
+            if node is not None:
+                yield name.encode("utf-8", "surrogateescape"), self._attr(node), cookie
+
+    @translate
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        for name, attr, nxt in self.readdir_entries(fh, start_id):
+            if not pyfuse3.readdir_reply(token, name, attr, nxt):
+                break
+
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    @translate
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        await self._wal_sync.sync()
+
+    @translate
+    async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        bsize = 4096
+        total = self.quota_total if self.quota_total is not None else 1 << 50
+        free = max(total - self.quota_used, 0)
+        s.f_bsize = s.f_frsize = bsize
+        s.f_blocks = total // bsize
+        s.f_bfree = s.f_bavail = free // bsize
+        s.f_files = 1 << 32
+        s.f_ffree = s.f_favail = (1 << 32) - 1
+        s.f_namemax = MAX_NAME_BYTES
+        return s
+
+    # --- xattrs ---------------------------------------------------------------------------
+
+    @translate
+    async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        node = self._node(inode)
+        value = node.xattrs.get(_xname(name))
+        if value is None:
+            raise NoAttribute("no such attribute")
+        return value
+
+    @translate
+    async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
+        return [n.encode() for n in self._node(inode).xattrs]
+
+    @translate
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any = None) -> None:
+        node = self._node(inode)
+        text = _xname(name)
+        wire.xattr_name(text)
+        if len(value) > wire.MAX_XATTR_VALUE:
+            raise E.TooLarge(f"xattr value larger than {wire.MAX_XATTR_VALUE} bytes")
+        if text not in node.xattrs and len(node.xattrs) >= wire.MAX_XATTRS:
+            raise E.TooLarge(f"at most {wire.MAX_XATTRS} xattrs per node")
+        node.xattrs[text] = bytes(value)
+        node.ctime_ns = _now()
+        txn = self.store.txn()
+        txn.put_node(node)
+        txn.outbox_append(wire.Setattr(new_op_id(), node.id, xattrs_set={text: bytes(value)}))
+        txn.commit()
+
+    @translate
+    async def removexattr(self, inode: int, name: bytes, ctx: Any = None) -> None:
+        node = self._node(inode)
+        text = _xname(name)
+        if node.xattrs.pop(text, None) is None:
+            raise NoAttribute("no such attribute")
+        node.ctime_ns = _now()
+        txn = self.store.txn()
+        txn.put_node(node)
+        txn.outbox_append(wire.Setattr(new_op_id(), node.id, xattrs_remove=(text,)))
+        txn.commit()
+
+    # --- file content ---------------------------------------------------------------------
+
+    def _content(self, node: Node) -> FileContent:
+        content = self._files.get(node.ino)
+        if content is None:
+            bl = self.store.blocklist(node.ino)
+            content = FileContent(node.ino, bl.entries, node.size, self.staging_dir, self.params)
+            self._files[node.ino] = content
+        return content
+
+    def _maybe_close(self, content: FileContent) -> None:
+        """Forget an in-memory content that is neither open nor dirty."""
+        if content.opens == 0 and not content.dirty and self._files.get(content.ino) is content:
+            content.discard()
+            del self._files[content.ino]
+            node = self.store.node(content.ino)
+            if node is not None and not node.names:
+                txn = self.store.txn()
+                txn.drop_node(node)
+                txn.commit()
+
+    @translate
+    async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
+        node = self._node(inode)
+        if node.type == "dir":
+            raise E.IsADirectory("open of a directory for I/O")
+        content = self._content(node)
+        content.opens += 1
+        seen = (node.size, node.mtime_ns)
+        keep = self._kernel_seen.get(inode) == seen and not content.dirty
+        self._kernel_seen[inode] = seen
+        return pyfuse3.FileInfo(fh=inode, keep_cache=keep)
+
+    def _file(self, fh: int) -> FileContent:
+        content = self._files.get(fh)
+        if content is None:
+            raise E.InvalidArgument(f"no open file {fh}")
+        return content
+
+    @translate
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        content = self._file(fh)
+        if off < 0:
+            raise E.InvalidArgument("negative offset")
+        needed = content.chunks_for(off, size)
+        if all(self.mem.get(c) is not None for c in needed):
+            data = content.read(off, size, self._mem_only)
+        else:
+            data = await trio.to_thread.run_sync(
+                content.read, off, size, self._get_chunk, limiter=self.read_limiter
+            )
+        self._maybe_readahead(content, off + size)
+        return data
+
+    def _mem_only(self, cid: bytes) -> bytes:
+        data = self.mem.get(cid)
+        if data is None:  # evicted since the check: cache hit on this thread is still fine
+            data = self.cache.get(cid)
+            if data is None:
+                raise E.Unavailable("chunk evicted during read")
+        return data
+
+    def _maybe_readahead(self, content: FileContent, end: int) -> None:
+        if self._nursery is None or end >= content.base_len or len(self._readahead) >= 2:
+            return
+        j = content.base.locate(end)
+        for cid, _ in content.base.entries[j : j + 2]:
+            if cid is not None and cid not in self._readahead and self.mem.get(cid) is None:
+                self._readahead.add(cid)
+                self._nursery.start_soon(self._prefetch, cid)
+                return
+
+    async def _prefetch(self, cid: bytes) -> None:
+        try:
+            await trio.to_thread.run_sync(self._get_chunk, cid, limiter=self.read_limiter)
+        except (E.CairnError, OSError):
+            pass  # a real read of this chunk will report it
+        finally:
+            self._readahead.discard(cid)
+
+    @translate
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        content = self._file(fh)
+        if off < 0 or off + len(buf) > wire.MAX_FILE_SIZE:
+            raise E.InvalidArgument("offset out of range")
+        async with content.lock:
+            if content.can_stream(off):
+                if content.stream is None:
+                    await trio.to_thread.run_sync(
+                        content.start_stream, self._get_chunk, limiter=self.read_limiter
+                    )
+                if content.append(buf):
+                    entries = await trio.to_thread.run_sync(
+                        content.feed, self.dedupe_key, self.cache, limiter=self.cpu_limiter
+                    )
+                    content.install_fed(entries)
+            else:
+                content.write_random(off, buf)
+            content.mtime_ns = _now()
+        return len(buf)
+
+    async def flush(self, fh: int) -> None:
+        return None
+
+    @translate
+    async def release(self, fh: int) -> None:
+        content = self._files.get(fh)
+        if content is None:
+            return
+        content.opens -= 1
+        if content.opens > 0:
+            return
+        try:
+            await self._seal(content)
+        finally:
+            self._maybe_close(content)
+
+    @translate
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self._seal(self._file(fh), durable=True)
+
+    async def _seal(self, content: FileContent, *, durable: bool = False) -> None:
+        """Seal staged writes: new blocklist + node attrs + outbox ``update`` in one batch.
+
+        With ``durable``, new chunk files are fsynced before the batch is written and the
+        WAL is synced after it (both grouped with concurrent callers)."""
+        async with content.lock:
+            changed = content.dirty
+            if content.stream is not None:
+                entries = await trio.to_thread.run_sync(
+                    content.feed, self.dedupe_key, self.cache, True, limiter=self.cpu_limiter
+                )
+                content.install_fed(entries, final=True)
+            if changed:
+                if (
+                    content.extents
+                    or content.base_len != content.base.size
+                    or content.size != content.base.size
+                ):
+                    entries, new = await trio.to_thread.run_sync(
+                        self._compute_seal, content, limiter=self.cpu_limiter
+                    )
+                    content.new_chunks += new
+                    content.install(entries)
+                content.dirty = False
+                self._unsynced.update(content.new_chunks)
+                content.new_chunks = []
+                if durable:
+                    await self._chunk_sync.sync()
+                self._commit_seal(content)
+        if durable:
+            await self._wal_sync.sync()
+
+    def _compute_seal(self, content: FileContent) -> tuple[list[wire.Entry], list[bytes]]:
+        return seal.compute(content, dedupe_key=self.dedupe_key, cache=self.cache,
+                            params=self.params, get_chunk=self._get_chunk)  # fmt: skip
+
+    def _commit_seal(self, content: FileContent) -> None:
+        node = self.store.node(content.ino)
+        if node is None or not node.names:
+            return  # deleted meanwhile; its unlink is queued already
+        node.size = content.size
+        node.alloc = content.base.data_bytes()
+        if content.mtime_ns is not None:
+            node.mtime_ns = content.mtime_ns
+        node.ctime_ns = _now()
+        bl = Blocklist(tuple(content.base.entries))
+        txn = self.store.txn()
+        txn.put_blocklist(node.ino, bl)
+        txn.put_node(node)
+        txn.outbox_append(wire.Update(new_op_id(), node.id, node.base_rev, bl, node.mtime_ns))
+        txn.commit()
+
+    async def seal_all(self, *, durable: bool = True) -> None:
+        """Seal every file with unsealed writes (before unmount)."""
+        for content in list(self._files.values()):
+            if content.dirty:
+                await self._seal(content, durable=durable)
+        if durable:
+            await self._wal_sync.sync()
+
+    async def forget(self, inode_list: Iterable[tuple[int, int]]) -> None:
+        return None  # inodes are persistent; deleted ones are dropped at unlink/release
+
+    # --- remote changes -------------------------------------------------------------------
+
+    async def apply_remote(
+        self, nodes: Iterable[wire.Node], *, cursor: str | None = None
+    ) -> Changes:
+        """Apply changes-feed nodes to the store (one batch) and tell the kernel."""
+        changes = self.store.apply_remote(nodes, cursor=cursor)
+        await self.invalidate(changes)
+        return changes
+
+    async def invalidate(self, changes: Changes) -> None:
+        """Refresh open unmodified files whose content changed remotely and drop the
+        kernel's cached attributes, data and names. Safe when not mounted."""
+        for ino in changes.content:
+            content = self._files.get(ino)
+            node = self.store.node(ino)
+            if content is not None and node is not None and not content.dirty:
+                async with content.lock:
+                    content.install(self.store.blocklist(ino).entries)
+                    content.size = node.size
+        if not self.mounted:
+            return
+        for ino in changes.inodes:
+            try:
+                await trio.to_thread.run_sync(
+                    pyfuse3.invalidate_inode, ino, ino not in changes.content
+                )
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.ENOSYS):
+                    log.info("invalidate_inode(%d): %s", ino, e)
+        for parent, name in changes.entries:
+            pyfuse3.invalidate_entry_async(parent, name.encode("utf-8", "surrogateescape"),
+                                           ignore_enoent=True)  # fmt: skip

@@ -1,0 +1,341 @@
+"""Operations on names and attributes: lookup, mkdir, create, unlink, rmdir, rename (with
+flags), link, symlink, setattr, xattrs, readdir, statfs, mknod — and the outbox ops each
+change queues, and the errno of each kind of bad input."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import pyfuse3
+import pytest
+
+from cairn.core import wire
+from tests.fs.unit.helpers import CTX, ROOT_ID, ROOT_INO, Fields, create, errno_of, read_all
+
+pytestmark = pytest.mark.anyio
+
+
+def kinds(drive) -> list[str]:  # type: ignore[no-untyped-def]
+    return [e.op.kind for e in drive.store.outbox_peek(None)]
+
+
+async def test_mkdir_create_lookup_getattr_and_outbox(drive) -> None:
+    ops = drive.ops
+    d = await ops.mkdir(ROOT_INO, b"docs", 0o750, CTX)
+    assert stat.S_ISDIR(d.st_mode) and stat.S_IMODE(d.st_mode) == 0o750
+    assert d.st_uid == CTX.uid and d.st_gid == CTX.gid
+    ino = await create(ops, d.st_ino, "a.txt", b"hello")
+    got = await ops.lookup(d.st_ino, b"a.txt", CTX)
+    assert got.st_ino == ino and got.st_size == 5 and stat.S_ISREG(got.st_mode)
+    assert got.entry_timeout > 0 and got.attr_timeout > 0
+    assert (await ops.lookup(d.st_ino, b"..", CTX)).st_ino == ROOT_INO
+    assert await read_all(ops, ino) == b"hello"
+
+    entries = drive.store.outbox_peek(None)
+    assert [e.op.kind for e in entries] == ["mkdir", "create", "update"]
+    mk, cr, up = (e.op for e in entries)
+    assert isinstance(mk, wire.Mkdir) and mk.parent == ROOT_ID and mk.name == "docs"
+    assert mk.mode == 0o750
+    assert isinstance(cr, wire.Create) and cr.parent == mk.node and cr.blocklist == wire.Blocklist()
+    assert isinstance(up, wire.Update) and up.node == cr.node and up.base_rev == 0
+    assert up.blocklist.size == 5 and len(up.blocklist) == 1
+    # node ids are the wire's: 32 hex, and inode <-> node id both ways
+    assert drive.store.ino_of(cr.node) == ino and drive.store.node(ino).id == cr.node
+
+
+async def test_errnos_for_bad_input(drive) -> None:
+    ops = drive.ops
+    f = await create(ops, ROOT_INO, "f")
+    d = (await ops.mkdir(ROOT_INO, b"d", 0o755, CTX)).st_ino
+    await create(ops, d, "inner")
+    assert await errno_of(ops.lookup(ROOT_INO, b"missing", CTX)) == errno.ENOENT
+    assert await errno_of(ops.mkdir(ROOT_INO, b"f", 0o755, CTX)) == errno.EEXIST
+    assert await errno_of(ops.create(ROOT_INO, b"d", 0o644, 0, CTX)) == errno.EEXIST
+    assert await errno_of(ops.lookup(f, b"x", CTX)) == errno.ENOTDIR
+    assert await errno_of(ops.mkdir(f, b"x", 0o755, CTX)) == errno.ENOTDIR
+    assert await errno_of(ops.rmdir(ROOT_INO, b"d", CTX)) == errno.ENOTEMPTY
+    assert await errno_of(ops.rmdir(ROOT_INO, b"f", CTX)) == errno.ENOTDIR
+    assert await errno_of(ops.unlink(ROOT_INO, b"d", CTX)) == errno.EISDIR
+    assert await errno_of(ops.open(d, os.O_RDONLY, CTX)) == errno.EISDIR
+    assert await errno_of(ops.create(ROOT_INO, b"x" * 256, 0o644, 0, CTX)) == errno.ENAMETOOLONG
+    assert await errno_of(ops.create(ROOT_INO, b"\xff\xfe", 0o644, 0, CTX)) == errno.EINVAL
+    assert await errno_of(ops.getattr(99999, CTX)) == errno.ENOENT
+    assert await errno_of(ops.readlink(f, CTX)) == errno.EINVAL
+    assert await errno_of(ops.link(d, ROOT_INO, b"dl", CTX)) == errno.EPERM
+    # nothing of the failed calls reached the outbox
+    assert kinds(drive) == ["create", "mkdir", "create"]
+
+
+async def test_mknod_regular_ok_devices_eperm(drive) -> None:
+    ops = drive.ops
+    attr = await ops.mknod(ROOT_INO, b"plain", stat.S_IFREG | 0o600, 0, CTX)
+    assert stat.S_ISREG(attr.st_mode) and attr.st_size == 0
+    for kind in (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK):
+        assert await errno_of(ops.mknod(ROOT_INO, b"dev", kind | 0o600, 0, CTX)) == errno.EPERM
+    assert await errno_of(ops.lookup(ROOT_INO, b"dev", CTX)) == errno.ENOENT
+
+
+async def test_unlink_rmdir_and_outbox(drive) -> None:
+    ops = drive.ops
+    d = (await ops.mkdir(ROOT_INO, b"d", 0o755, CTX)).st_ino
+    f = await create(ops, d, "f", b"x")
+    fid = drive.store.node(f).id
+    await ops.unlink(d, b"f", CTX)
+    assert await errno_of(ops.lookup(d, b"f", CTX)) == errno.ENOENT
+    assert drive.store.node(f) is None and drive.store.ino_of(fid) is None
+    await ops.rmdir(ROOT_INO, b"d", CTX)
+    assert await errno_of(ops.getattr(d, CTX)) == errno.ENOENT
+    ops_ = [e.op for e in drive.store.outbox_peek(None)]
+    assert [o.kind for o in ops_] == ["mkdir", "create", "update", "unlink", "unlink"]
+    assert ops_[3].node == fid and ops_[3].name == "f" and ops_[3].base_rev is None
+
+
+async def test_unlink_open_file_keeps_data_until_release(drive) -> None:
+    ops = drive.ops
+    ino = await create(ops, ROOT_INO, "tmp", b"still here")
+    fi = await ops.open(ino, os.O_RDWR, CTX)
+    await ops.unlink(ROOT_INO, b"tmp", CTX)
+    assert await ops.read(fi.fh, 0, 100) == b"still here"
+    await ops.write(fi.fh, 0, b"STILL")
+    assert await ops.read(fi.fh, 0, 100) == b"STILL here"
+    await ops.release(fi.fh)
+    assert drive.store.node(ino) is None
+    assert kinds(drive)[-1] == "unlink"  # no update for a deleted node
+
+
+async def test_rename_replace_noreplace_exchange(drive) -> None:
+    ops = drive.ops
+    a = await create(ops, ROOT_INO, "a", b"A")
+    b = await create(ops, ROOT_INO, "b", b"B")
+    d = (await ops.mkdir(ROOT_INO, b"d", 0o755, CTX)).st_ino
+    n0 = len(kinds(drive))
+
+    assert (
+        await errno_of(ops.rename(ROOT_INO, b"a", ROOT_INO, b"b", pyfuse3.RENAME_NOREPLACE, CTX))
+        == errno.EEXIST
+    )
+    assert await errno_of(ops.rename(ROOT_INO, b"zz", ROOT_INO, b"b", 0, CTX)) == errno.ENOENT
+    assert (
+        await errno_of(ops.rename(ROOT_INO, b"a", ROOT_INO, b"zz", pyfuse3.RENAME_EXCHANGE, CTX))
+        == errno.ENOENT
+    )
+    assert await errno_of(ops.rename(ROOT_INO, b"a", ROOT_INO, b"d", 0, CTX)) == errno.EISDIR
+    assert await errno_of(ops.rename(ROOT_INO, b"d", ROOT_INO, b"a", 0, CTX)) == errno.ENOTDIR
+    assert await errno_of(ops.rename(ROOT_INO, b"d", d, b"self", 0, CTX)) == errno.EINVAL
+    assert await errno_of(ops.rename(ROOT_INO, b"a", ROOT_INO, b"b", 3, CTX)) == errno.EINVAL
+    assert len(kinds(drive)) == n0
+
+    # exchange: both names stay, contents swap
+    await ops.rename(ROOT_INO, b"a", ROOT_INO, b"b", pyfuse3.RENAME_EXCHANGE, CTX)
+    assert (await ops.lookup(ROOT_INO, b"a", CTX)).st_ino == b
+    assert (await ops.lookup(ROOT_INO, b"b", CTX)).st_ino == a
+    ex = [e.op for e in drive.store.outbox_peek(None)][n0:]
+    assert [o.kind for o in ex] == ["rename"] * 3
+    assert ex[0].new_name.startswith(".cairn-exchange-") and ex[1].new_name == "b"
+    assert ex[2].name == ex[0].new_name and ex[2].new_name == "a"
+
+    # replace: b (now node a) replaced by a (node b); the replaced node is gone
+    await ops.rename(ROOT_INO, b"a", d, b"moved", 0, CTX)
+    await ops.rename(d, b"moved", ROOT_INO, b"b", 0, CTX)
+    assert (await ops.lookup(ROOT_INO, b"b", CTX)).st_ino == b
+    assert drive.store.node(a) is None
+    last = drive.store.outbox_peek(None)[-1].op
+    assert isinstance(last, wire.Rename) and last.replace and last.new_name == "b"
+    assert await read_all(ops, b) == b"B"
+
+    # directory replaces an empty directory; not a non-empty one
+    e = (await ops.mkdir(ROOT_INO, b"e", 0o755, CTX)).st_ino
+    await ops.rename(ROOT_INO, b"d", ROOT_INO, b"e", 0, CTX)
+    assert (await ops.lookup(ROOT_INO, b"e", CTX)).st_ino == d and drive.store.node(e) is None
+    await create(ops, d, "x")
+    f = (await ops.mkdir(ROOT_INO, b"f", 0o755, CTX)).st_ino
+    assert await errno_of(ops.rename(ROOT_INO, b"f", ROOT_INO, b"e", 0, CTX)) == errno.ENOTEMPTY
+    assert drive.store.node(f) is not None
+
+
+async def test_hard_links(drive) -> None:
+    ops = drive.ops
+    ino = await create(ops, ROOT_INO, "one", b"shared")
+    d = (await ops.mkdir(ROOT_INO, b"d", 0o755, CTX)).st_ino
+    attr = await ops.link(ino, d, b"two", CTX)
+    assert attr.st_ino == ino and attr.st_nlink == 2
+    assert await errno_of(ops.link(ino, d, b"two", CTX)) == errno.EEXIST
+    op = drive.store.outbox_peek(None)[-1].op
+    assert isinstance(op, wire.Link) and op.new_name == "two"
+    fi = await ops.open(ino, os.O_WRONLY, CTX)
+    await ops.write(fi.fh, 0, b"SHARED")
+    await ops.release(fi.fh)
+    assert await read_all(ops, (await ops.lookup(d, b"two", CTX)).st_ino) == b"SHARED"
+    # renaming one name onto the other name of the same node does nothing
+    await ops.rename(ROOT_INO, b"one", d, b"two", 0, CTX)
+    assert (await ops.getattr(ino, CTX)).st_nlink == 2
+    await ops.unlink(ROOT_INO, b"one", CTX)
+    assert (await ops.getattr(ino, CTX)).st_nlink == 1
+    assert await read_all(ops, ino) == b"SHARED"
+
+
+async def test_symlink_readlink(drive) -> None:
+    ops = drive.ops
+    attr = await ops.symlink(ROOT_INO, b"ln", b"../some/where", CTX)
+    assert stat.S_ISLNK(attr.st_mode) and attr.st_size == len(b"../some/where")
+    assert await ops.readlink(attr.st_ino, CTX) == b"../some/where"
+    op = drive.store.outbox_peek(None)[-1].op
+    assert isinstance(op, wire.Symlink) and op.target == "../some/where"
+
+
+async def test_setattr_chmod_chown_utimens_and_outbox(drive) -> None:
+    ops = drive.ops
+    ino = await create(ops, ROOT_INO, "f", b"data")
+    attr = pyfuse3.EntryAttributes()
+    attr.st_mode = stat.S_IFREG | 0o600
+    attr.st_uid, attr.st_gid = 4242, 4343
+    attr.st_mtime_ns = 1_700_000_000_123_456_789
+    got = await ops.setattr(ino, attr, Fields(mode=True, uid=True, gid=True, mtime=True), None, CTX)
+    assert stat.S_IMODE(got.st_mode) == 0o600 and got.st_uid == 4242 and got.st_gid == 4343
+    assert got.st_mtime_ns == 1_700_000_000_123_456_789
+    op = drive.store.outbox_peek(None)[-1].op
+    assert isinstance(op, wire.Setattr)
+    assert op.mode == 0o600 and op.mtime_ns == 1_700_000_000_123_456_789
+    n = len(kinds(drive))
+    await ops.setattr(ino, attr, Fields(uid=True), None, CTX)  # ownership is local only
+    assert len(kinds(drive)) == n
+
+
+async def test_truncate_through_setattr(drive) -> None:
+    ops = drive.ops
+    ino = await create(ops, ROOT_INO, "f", bytes(range(256)) * 100)
+    attr = pyfuse3.EntryAttributes()
+    attr.st_size = 1000
+    assert (await ops.setattr(ino, attr, Fields(size=True), None, CTX)).st_size == 1000
+    assert await read_all(ops, ino) == (bytes(range(256)) * 100)[:1000]
+    attr.st_size = 5000
+    await ops.setattr(ino, attr, Fields(size=True), None, CTX)
+    assert await read_all(ops, ino) == (bytes(range(256)) * 100)[:1000] + bytes(4000)
+    up = drive.store.outbox_peek(None)[-1].op
+    assert isinstance(up, wire.Update) and up.blocklist.size == 5000
+    assert up.blocklist.entries[-1] == (None, 4000)
+    d = (await ops.mkdir(ROOT_INO, b"d", 0o755, CTX)).st_ino
+    assert await errno_of(ops.setattr(d, attr, Fields(size=True), None, CTX)) == errno.EISDIR
+
+
+async def test_xattrs(drive) -> None:
+    ops = drive.ops
+    ino = await create(ops, ROOT_INO, "f")
+    await ops.setxattr(ino, b"user.color", b"red", CTX)
+    await ops.setxattr(ino, b"user.empty", b"", CTX)
+    assert await ops.getxattr(ino, b"user.color", CTX) == b"red"
+    assert sorted(await ops.listxattr(ino, CTX)) == [b"user.color", b"user.empty"]
+    assert await errno_of(ops.getxattr(ino, b"user.none", CTX)) == errno.ENODATA
+    assert await errno_of(ops.removexattr(ino, b"user.none", CTX)) == errno.ENODATA
+    assert await errno_of(ops.setxattr(ino, b"security.selinux", b"x", CTX)) == errno.ENOTSUP
+    assert await errno_of(ops.getxattr(ino, b"trusted.x", CTX)) == errno.ENOTSUP
+    assert await errno_of(ops.setxattr(ino, b"user.big", bytes(65537), CTX)) == errno.E2BIG
+    await ops.removexattr(ino, b"user.color", CTX)
+    assert await ops.listxattr(ino, CTX) == [b"user.empty"]
+    sets = [e.op for e in drive.store.outbox_peek(None) if e.op.kind == "setattr"]
+    assert sets[0].xattrs_set == {"user.color": b"red"}
+    assert sets[-1].xattrs_remove == ("user.color",)
+
+
+async def test_statfs_reports_quota(drive) -> None:
+    ops = drive.ops
+    drive.ops.set_quota(10 << 30, 4 << 30)
+    s = await ops.statfs(CTX)
+    assert s.f_blocks * s.f_frsize == 10 << 30
+    assert s.f_bavail * s.f_frsize == 6 << 30 and s.f_namemax == 255
+
+
+async def test_readdir_offsets_survive_concurrent_changes(drive) -> None:
+    ops = drive.ops
+    d = (await ops.mkdir(ROOT_INO, b"d", 0o755, CTX)).st_ino
+    names = {f"f{i:03d}" for i in range(60)}
+    for n in sorted(names):
+        await create(ops, d, n)
+    fh = await ops.opendir(d, CTX)
+    seen: list[str] = []
+    cookie = 0
+    created = removed = None
+    for step in range(1000):
+        batch = []
+        for name, _attr, nxt in ops.readdir_entries(fh, cookie):
+            batch.append((name.decode(), nxt))
+            if len(batch) == 7:
+                break
+        if not batch:
+            break
+        seen += [n for n, _ in batch]
+        cookie = batch[-1][1]
+        if step == 2:
+            # between pages: remove a name already listed and one not yet listed, add one
+            removed = next(n for n in sorted(names) if n not in seen)
+            await ops.unlink(d, removed.encode(), CTX)
+            await ops.unlink(d, seen[0].encode(), CTX)
+            created = "new-entry"
+            await create(ops, d, created)
+    assert len(seen) == len(set(seen)), "an entry was listed twice"
+    # every name that existed throughout was listed exactly once
+    assert names - {removed, seen[0]} <= set(seen)
+    assert removed not in seen
+
+
+async def test_remote_changes_apply_and_keep_local_edits(drive) -> None:
+    ops = drive.ops
+    cid = drive.source.add(b"remote bytes")
+    remote_id = "ab" * 16
+
+    def node(nid, rev, names, *, size=12, deleted=False, bl=((cid, 12),)):  # type: ignore[no-untyped-def]
+        return wire.Node(nid, 1, "file", 0o644, 1, rev, size, tuple(names), None, {},
+                         wire.Blocklist(bl), deleted, rev)  # fmt: skip
+
+    dir_id = "cd" * 16
+    child = node(remote_id, 1, [(dir_id, "r.txt")])
+    parent = wire.Node(
+        dir_id, 1, "dir", 0o755, 1, 1, 0, ((ROOT_ID, "rdir"),), None, {}, None, False, 2
+    )
+    ch = await ops.apply_remote([child, parent], cursor="c1")  # child before its parent
+    assert drive.store.cursor() == "c1"
+    rdir = (await ops.lookup(ROOT_INO, b"rdir", CTX)).st_ino
+    ino = (await ops.lookup(rdir, b"r.txt", CTX)).st_ino
+    assert (rdir, "r.txt") in ch.entries and not drive.store.outbox_peek(None)
+    assert await read_all(ops, ino) == b"remote bytes"  # fetched, verified, cached
+    assert drive.cache.has(cid) and not drive.cache.is_dirty(cid)
+
+    # remote rename moves the name
+    await ops.apply_remote([node(remote_id, 1, [(ROOT_ID, "moved.txt")])])
+    assert await errno_of(ops.lookup(rdir, b"r.txt", CTX)) == errno.ENOENT
+    assert (await ops.lookup(ROOT_INO, b"moved.txt", CTX)).st_ino == ino
+
+    # a local edit not yet pushed wins over a remote change (kept, reported)
+    fi = await ops.open(ino, os.O_WRONLY, CTX)
+    await ops.write(fi.fh, 0, b"LOCAL")
+    await ops.release(fi.fh)
+    cid2 = drive.source.add(b"other remote")
+    ch = await ops.apply_remote([node(remote_id, 2, [(ROOT_ID, "moved.txt")], bl=((cid2, 12),))])
+    assert ch.kept_local == [remote_id]
+    assert await read_all(ops, ino) == b"LOCALe bytes"
+
+    # once pushed, the next remote change applies; remote delete removes the name
+    drive.store.outbox_done([e.seq for e in drive.store.outbox_peek(None)], {remote_id: 2})
+    await ops.apply_remote([node(remote_id, 3, [(ROOT_ID, "moved.txt")], bl=((cid2, 12),))])
+    assert await read_all(ops, ino) == b"other remote"
+    await ops.apply_remote([node(remote_id, 4, [], deleted=True)])
+    assert await errno_of(ops.lookup(ROOT_INO, b"moved.txt", CTX)) == errno.ENOENT
+
+
+@pytest.mark.expect_warnings
+async def test_offline_uncached_read_is_eio_not_hang(drive) -> None:
+    ops = drive.ops
+    cid = drive.source.add(b"only on the server")
+    nid = "ef" * 16
+    n = wire.Node(nid, 1, "file", 0o644, 1, 1, 18, ((ROOT_ID, "far"),), None, {},
+                  wire.Blocklist(((cid, 18),)), False, 1)  # fmt: skip
+    await ops.apply_remote([n])
+    ino = (await ops.lookup(ROOT_INO, b"far", CTX)).st_ino
+    drive.source.online = False
+    fi = await ops.open(ino, os.O_RDONLY, CTX)
+    assert await errno_of(ops.read(fi.fh, 0, 100)) == errno.EIO
+    drive.source.online = True
+    assert await ops.read(fi.fh, 0, 100) == b"only on the server"
+    await ops.release(fi.fh)
