@@ -136,6 +136,7 @@ class Drive:
                 parked_file=state.root / "parked.jsonl",
             )
             self.source = RemoteSource(self.client, self.agent)
+            self.staging_dir = state.root / "staging"
             self.ops = _make_ops(self, dev)
         except BaseException:
             self.store.close()
@@ -149,7 +150,15 @@ def _make_ops(drive: Drive, dev):  # type: ignore[no-untyped-def]
     """Build the FUSE ``Operations`` of the local half and connect it to the sync agent."""
     from .ops import Operations
 
-    ops = Operations(drive.store, drive.cache, drive.source, dedupe_key=dev.dedupe_key_bytes)
+    ops = Operations(
+        drive.store,
+        drive.cache,
+        drive.source,
+        dedupe_key=dev.dedupe_key_bytes,
+        staging_dir=drive.staging_dir,
+    )
+    drive.agent.invalidate_hook = ops.invalidate
+    drive.agent.quota_hook = ops.set_quota
     return ops
 
 
@@ -233,6 +242,7 @@ def run(
         return 1
     state.write_mount_info(mountpoint, os.getpid())
     register_mount(mountpoint, state)
+    drive.ops.mounted = True  # from now on remote changes invalidate the kernel's caches
     log.info("mounted %s at %s (pid %d)", state.root, mountpoint, os.getpid())
     stopped_by_us = False
     try:
@@ -273,7 +283,7 @@ async def _serve(state: StateDir, drive, ready: _Ready) -> bool:  # type: ignore
 
     async def h_drain(req: dict) -> dict:  # type: ignore[type-arg]
         timeout = float(req.get("timeout_s", 60))
-        return {"ok": True, **await drive.agent.drain(timeout)}
+        return {"ok": True, **await drive.agent.drain(timeout, seal=drive.ops.seal_all)}
 
     async def h_stop(req: dict) -> dict:  # type: ignore[type-arg]
         # Answer first, then stop: the caller waits for our exit, not for this reply.
@@ -289,6 +299,7 @@ async def _serve(state: StateDir, drive, ready: _Ready) -> bool:  # type: ignore
         nursery.start_soon(on_signals)
         await nursery.start(control.serve, state.control_socket, handlers)
         await nursery.start(drive.agent.run)
+        nursery.start_soon(drive.ops.run)
         ready.ok()
         try:
             await pyfuse3.main()

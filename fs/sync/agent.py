@@ -38,6 +38,7 @@ log = logging.getLogger("cairn.fs.sync")
 PULL_INTERVAL = 2.0  # seconds between pulls while online (no hints yet)
 PUSH_TICK = 1.0  # the pusher also looks at the outbox this often, in case a wake was missed
 OFFLINE_CAP = 4.0  # longest wait between reconnect attempts
+ME_INTERVAL = 30.0  # how often the quota shown by statfs is refreshed
 FETCH_RETRY_AFTER = 2.0  # while offline, fetches fail fast for this long after a failure
 
 
@@ -69,6 +70,8 @@ class SyncAgent:
         self._pull_wake = trio.Event()
         self._idle = trio.Event()  # set whenever a push round found the outbox empty
         self.invalidate_hook: Any = None  # set by the mount: async fn(Changes)
+        self.quota_hook: Any = None  # set by the mount: fn(total | None, used)
+        self._last_me = 0.0
 
     # --- hooks for the ops layer and the mount --------------------------------------------
 
@@ -115,6 +118,11 @@ class SyncAgent:
     async def _pull(self) -> None:
         await self.puller.pull_once()
         self._came_online()
+        if self.quota_hook is not None and time.monotonic() - self._last_me > ME_INTERVAL:
+            me = await self.client.me()
+            self._last_me = time.monotonic()
+            quota = me.get("quota")
+            self.quota_hook(quota if isinstance(quota, int) else None, int(me.get("used") or 0))
 
     async def _push(self) -> None:
         await self.pusher.push_once()
