@@ -1,0 +1,97 @@
+"""The RocksDB state: outbox order and rebasing, persistence across reopen, cursor,
+apply_remote corner cases (names held by other nodes, local pending names)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cairn.core import wire
+from cairn.fs.store import ROOT_INO, Node, Store, name_cookie, new_node_id
+from tests.fs.unit.helpers import ROOT_ID
+
+
+def add_file(store: Store, parent: int, name: str, *, queue: bool = True) -> Node:
+    txn = store.txn()
+    node = Node(txn.alloc_ino(), new_node_id(), "file", 0o644, 1, 1, 5, 5)
+    txn.add_name(node, parent, name)
+    txn.put_node(node)
+    if queue:
+        parent_id = txn.node(parent).id
+        txn.outbox_append(
+            wire.Create("c-" + node.id, node.id, parent_id, name, 0o644, 5, wire.Blocklist())
+        )
+        txn.outbox_append(
+            wire.Update("u-" + node.id, node.id, 0, wire.Blocklist(((b"\1" * 32, 9),)), 6)
+        )
+    txn.commit()
+    return node
+
+
+def remote(nid: str, names, rev: int = 1, *, deleted: bool = False) -> wire.Node:  # type: ignore[no-untyped-def]
+    return wire.Node(nid, 1, "file", 0o600, 7, rev, 0, tuple(names), None, {}, wire.Blocklist(),
+                     deleted, rev)  # fmt: skip
+
+
+def test_outbox_order_done_and_rebase_survive_reopen(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "db", ROOT_ID)
+    a = add_file(store, ROOT_INO, "a")
+    b = add_file(store, ROOT_INO, "b")
+    entries = store.outbox_peek(None)
+    assert [e.op.op_id for e in entries] == ["c-" + a.id, "u-" + a.id, "c-" + b.id, "u-" + b.id]
+    assert [e.seq for e in entries] == sorted(e.seq for e in entries)
+    assert store.outbox_peek(1)[0].seq == entries[0].seq
+    assert store.pending(a.id) and store.pending(b.id)
+    # the pusher committed a's create: rev 1; the queued update is rebased on it
+    store.outbox_done([entries[0].seq], {a.id: 1})
+    peek = store.outbox_peek(None)
+    assert peek[0].op.op_id == "u-" + a.id and peek[0].op.base_rev == 1
+    assert store.node(a.ino).base_rev == 1
+    store.outbox_done([entries[0].seq])  # idempotent
+    store.set_cursor("cur-7")
+    store.close()
+
+    store = Store.open(tmp_path / "db", ROOT_ID)
+    assert [e.op.op_id for e in store.outbox_peek(None)] == ["u-" + a.id, "c-" + b.id, "u-" + b.id]
+    assert store.pending(a.id) and store.cursor() == "cur-7"
+    store.outbox_done([e.seq for e in store.outbox_peek(None)], {a.id: 2, b.id: 2})
+    assert not store.pending(a.id) and store.outbox_peek(None) == []
+    # sequence numbers keep increasing after a reopen (no reuse of done keys)
+    c = add_file(store, ROOT_INO, "c")
+    assert store.outbox_peek(1)[0].seq > entries[-1].seq
+    assert store.lookup(ROOT_INO, "c") == c.ino
+    store.close()
+
+
+def test_readdir_in_cookie_order_resumes_after_cookie(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "db", ROOT_ID)
+    names = [f"n{i}" for i in range(20)]
+    for n in names:
+        add_file(store, ROOT_INO, n, queue=False)
+    listed = list(store.readdir(ROOT_INO))
+    assert sorted(n for _, n, _ in listed) == sorted(names)
+    assert [c for c, _, _ in listed] == sorted(name_cookie(n) for n in names)
+    rest = list(store.readdir(ROOT_INO, listed[9][0]))
+    assert rest == listed[10:]
+    store.close()
+
+
+def test_apply_remote_moves_names_and_respects_local_pending(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "db", ROOT_ID)
+    x, y = "1" * 32, "2" * 32
+    store.apply_remote([remote(x, [(ROOT_ID, "a")]), remote(y, [(ROOT_ID, "b")])])
+    xi, yi = store.ino_of(x), store.ino_of(y)
+    assert store.lookup(ROOT_INO, "a") == xi and store.lookup(ROOT_INO, "b") == yi
+    # feed order: y now holds "a" before x's own entry (moving it to "c") arrives
+    ch = store.apply_remote([remote(y, [(ROOT_ID, "a")], 2), remote(x, [(ROOT_ID, "c")], 2)])
+    assert store.lookup(ROOT_INO, "a") == yi and store.lookup(ROOT_INO, "c") == xi
+    assert store.lookup(ROOT_INO, "b") is None
+    assert {(ROOT_INO, "a"), (ROOT_INO, "b"), (ROOT_INO, "c")} <= ch.entries
+    assert store.node(xi).names == [(ROOT_INO, "c")]
+    # a local file with queued ops keeps its name against a remote node claiming it
+    local = add_file(store, ROOT_INO, "mine")
+    ch = store.apply_remote([remote("3" * 32, [(ROOT_ID, "mine")])])
+    assert store.lookup(ROOT_INO, "mine") == local.ino and local.id in ch.kept_local
+    # remote delete removes only names still pointing at the node
+    store.apply_remote([remote(x, [], 3, deleted=True)])
+    assert store.ino_of(x) is None and store.lookup(ROOT_INO, "a") == yi
+    store.close()
