@@ -162,13 +162,22 @@ class StateDir:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` runs. A zombie (killed, not yet reaped by its new parent,
+    which in containers may take a while) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    # The state letter follows the command name, which is in parentheses and may contain any
+    # byte, so split at the last ')'.
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
 
 
 # --- which state dir serves a mountpoint (cairn unmount MOUNTPOINT) ------------------------
