@@ -200,13 +200,17 @@ class Worker:
             await self.call(dev, op, "POST", "/chunks/missing", json={"ids": known + fresh}, t0=t0)
         else:  # commit: 1-4 creates/updates of small files, chunk uploaded first
             ops = []
+            touched: set[str] = set()
             for i in range(rng.randint(1, 4)):
                 # the first upload carries the scheduled time, so open-loop lateness counts
                 cid, size = await self.upload(dev, t0=t0 if i == 0 else None)
                 dev.seq += 1
                 op_id = f"{dev.name}-{dev.seq}"
-                if dev.files and rng.random() < 0.5:
-                    node = rng.choice(list(dev.files))
+                # an update of a node already in this batch would carry a stale base_rev
+                candidates = [n for n in dev.files if n not in touched]
+                if candidates and rng.random() < 0.5:
+                    node = rng.choice(candidates)
+                    touched.add(node)
                     ops.append(
                         {
                             "op_id": op_id,
@@ -234,7 +238,8 @@ class Worker:
             await self.commit(dev, ops)  # latency of the commit request itself
 
     async def run_device(self, dev: Device, end: float, interval: float) -> None:
-        ops, weights = list(MIX), list(MIX.values())
+        mix = self.spec["mix"]
+        ops, weights = list(mix), list(mix.values())
         rng = dev.rng
         # open loop: scheduled times at a fixed interval, random phase per device
         nxt = time.perf_counter() + (rng.random() * interval if interval else 0.0)
@@ -509,8 +514,18 @@ def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
             )
         port = free_port()
         log = open(base / "server.log", "w")  # noqa: SIM115  closed in finally
+        run_args = ["--data", str(data), "run", "--listen", f"127.0.0.1:{port}"]
+        if args.switch_interval:
+            # Experiment: the same server entry point with a shorter GIL switch interval.
+            boot = (
+                f"import sys; sys.setswitchinterval({args.switch_interval!r}); "
+                "from cairn.server.cli import main; sys.exit(main(sys.argv[1:]))"
+            )
+            server_cmd = [str(VENV_BIN / "python"), "-c", boot, *run_args]
+        else:
+            server_cmd = [cli, *run_args]
         server = subprocess.Popen(
-            [cli, "--data", str(data), "run", "--listen", f"127.0.0.1:{port}"],
+            server_cmd,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -537,6 +552,7 @@ def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
                 "connections": args.connections,
                 "seed_files": args.seed_files,
                 "seed": f"{args.seed}-{p}",
+                "mix": args.mix,
             }
             spec_path = base / f"worker{p}.json"
             spec_path.write_text(json.dumps(spec))
@@ -575,6 +591,9 @@ def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
                     str(int(args.seconds)),
                     "--format",
                     "raw",
+                    # only the thread holding the GIL: where the CPU of a GIL-bound server
+                    # goes (threads waiting on queues and locks are left out)
+                    "--gil",
                     "--nonblocking",
                     "-o",
                     str(raw),
@@ -628,6 +647,20 @@ def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
             pg.stop(env)
 
 
+def parse_mix(text: str) -> dict[str, float]:
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, weight = part.partition("=")
+        if name.strip() not in MIX:
+            raise ValueError(f"unknown operation {name.strip()!r} (known: {', '.join(MIX)})")
+        mix[name.strip()] = float(weight)
+        if not mix[name.strip()] >= 0:
+            raise ValueError(f"weight of {name.strip()} must be >= 0")
+    if not any(mix.values()):
+        raise ValueError("all weights are zero")
+    return mix
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_worker"]:
@@ -642,15 +675,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=0.0, help="total req/s (0: closed loop)")
     ap.add_argument("--seed-files", type=int, default=20, help="files each device starts with")
     ap.add_argument("--seed", default="1")
+    ap.add_argument(
+        "--mix",
+        default=",".join(f"{k}={v}" for k, v in MIX.items()),
+        help="relative weights, e.g. list=20,stat=25,changes=25,missing=12,commit=18",
+    )
     ap.add_argument("--profile", action="store_true", help="py-spy the server during the run")
     ap.add_argument("--profile-dir", help="keep the raw py-spy profiles here")
     ap.add_argument("--json", help="write the figures to this file")
+    ap.add_argument(
+        "--switch-interval",
+        type=float,
+        default=0.0,
+        help="experiment: run the server with sys.setswitchinterval(S) (default: Python's 5 ms)",
+    )
     args = ap.parse_args(argv)
     if min(args.devices, args.users, args.procs, args.connections) < 1 or args.seconds <= 0:
         print(
             "server_load: --devices/--users/--procs/--connections/--seconds must be positive",
             file=sys.stderr,
         )
+        return 2
+    try:
+        args.mix = parse_mix(args.mix)
+    except ValueError as e:
+        print(f"server_load: --mix: {e}", file=sys.stderr)
         return 2
     dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     figures = {}
