@@ -7,6 +7,7 @@ Nothing here measures anything by itself. The contracts the scripts rely on:
 - ``wait_until(pred, deadline_s, what)``: polls a condition with a deadline; raises
   ``BenchError`` naming ``what`` on timeout (or when ``alive()`` turns false).
 - ``stop_process(proc)``: SIGTERM, wait, SIGKILL by pid; never touches other processes.
+- ``stop_pid(pid)``: the same for a process that is not our child (a daemon), polling its exit.
 - ``lazy_unmount(path)``: ``fusermount3 -u -z`` if ``path`` is a mount point.
 - ``drop_caches()``: ``sync`` + ``echo 3 > /proc/sys/vm/drop_caches``; returns False (and the
   caller says so in its output) when not permitted.
@@ -105,6 +106,22 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
         proc.wait(timeout=timeout_s)
     except ProcessLookupError:
         pass
+
+
+def stop_pid(pid: int, timeout_s: float = 15.0) -> None:
+    """Stop a process that is not our child (e.g. a daemon) by pid: SIGTERM, then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.02)  # polling the process's exit with a deadline
 
 
 def lazy_unmount(path: str) -> None:

@@ -27,6 +27,7 @@ Exit status: 0 after printing the table, 1 on a failed setup or workload, 2 on b
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -49,6 +50,7 @@ from _common import (
     median,
     mixed_data,
     parse_size,
+    stop_pid,
     stop_process,
     table,
     wait_until,
@@ -256,14 +258,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class Cairn(FuseProcess):
-    """A real cairn-server (temp data dir) and a drive mounted through the CLI, as a user would."""
+class Cairn(System):
+    """A real cairn-server (temp data dir) and a drive mounted through the CLI, as a user would:
+    ``cairn mount`` daemonizes and returns once the mount is ready; its pid is read from the
+    state dir's ``mount.json`` so cleanup can stop it by pid."""
 
     name = "cairn"
 
     def __init__(self, base: str) -> None:
         super().__init__(base)
+        self.mnt = os.path.join(base, "mnt")
+        os.mkdir(self.mnt)
         self.server: subprocess.Popen | None = None
+        self.mount_pid: int | None = None
 
     def start(self) -> None:
         self.cairn = _console_script("cairn")
@@ -308,19 +315,45 @@ class Cairn(FuseProcess):
         )  # fmt: skip
         self.mount()
 
-    def command(self) -> list[str]:
-        return [self.cairn, "mount", self.mnt, "--state", self.state, "--foreground"]
+    def mount(self) -> None:
+        _run(
+            [self.cairn, "mount", self.mnt, "--state", self.state],
+            "cairn mount",
+            timeout=MOUNT_DEADLINE_S,
+        )
+        if not os.path.ismount(self.mnt):
+            raise BenchError("cairn mount returned but nothing is mounted")
+        try:
+            with open(os.path.join(self.state, "mount.json")) as f:
+                self.mount_pid = int(json.load(f)["pid"])
+        except (OSError, ValueError, KeyError) as e:
+            raise BenchError(f"cairn mount: no pid in mount.json ({e})") from None
+        self.root = self.mnt
 
     def unmount(self) -> None:
-        # `cairn unmount` seals open files and waits for the outbox to drain.
+        # `cairn unmount` seals open files, waits for the outbox to drain, and waits for the
+        # mount process to exit.
         if os.path.ismount(self.mnt):
-            _run([self.cairn, "unmount", self.mnt], "cairn unmount", timeout=UPLOAD_DEADLINE_S)
-        super().unmount()
+            _run(
+                [self.cairn, "unmount", self.mnt, "--state", self.state,
+                 "--timeout", str(int(UPLOAD_DEADLINE_S))],
+                "cairn unmount",
+                timeout=UPLOAD_DEADLINE_S + 60,
+            )  # fmt: skip
+        self.mount_pid = None
+
+    def remount(self) -> None:
+        self.unmount()
+        self.mount()
 
     def stop(self) -> None:
         try:
-            super().stop()
+            self.unmount()
         finally:
+            if self.mount_pid is not None:
+                stop_pid(self.mount_pid)
+                self.mount_pid = None
+            lazy_unmount(self.mnt)
             if self.server is not None:
                 stop_process(self.server)
                 self.server = None
