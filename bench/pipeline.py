@@ -38,7 +38,9 @@ GOALS = {"random": 1000.0, "text": 550.0}
 
 
 def random_data(size: int, seed: int = 1) -> bytes:
-    return random.Random(seed).randbytes(size)
+    rng = random.Random(seed)
+    piece = 16 * MiB  # randbytes cannot make 256 MiB in one call
+    return b"".join(rng.randbytes(min(piece, size - o)) for o in range(0, size, piece))
 
 
 def text_data(size: int, seed: int = 2) -> bytes:

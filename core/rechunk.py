@@ -85,9 +85,46 @@ def rechunk(
     Inputs are checked before anything is read: violations raise ``InvalidArgument``, as
     does a reader that returns the wrong number of bytes. New pieces carry their bytes, so a
     caller that keeps every piece keeps the re-chunked bytes in memory.
+
+    ``old_lengths`` must be the chunking of the old content with the same ``params`` (as every
+    Cairn blocklist of one data run is). If it is not, the pieces still tile the new file and
+    reused pieces still hold the bytes their old chunk held, but the cuts are not canonical.
     """
     plan = _Plan(old_lengths, edits, new_size, params)
     return plan.run(read)
+
+
+def edits_for_writes(
+    old_size: int, new_size: int, written: Iterable[tuple[int, int]]
+) -> list[Edit]:
+    """The edits of a file changed in place (POSIX writes and truncates, no insertions).
+
+    ``written`` holds ``(offset, length)`` ranges of the new file written since the old
+    version, in any order, overlapping or not. Bytes past the old size are an append, bytes
+    cut off a truncate; ranges written inside the shorter of the two sizes are overwrites.
+    A file that was truncated and grown again must report the range it zero-filled as written.
+    """
+    if old_size < 0 or new_size < 0:
+        raise InvalidArgument("file sizes must be >= 0")
+    common = min(old_size, new_size)
+    spans = sorted(
+        (max(o, 0), min(o + n, common)) for o, n in written if n > 0 and o < common and o + n > 0
+    )
+    edits: list[Edit] = []
+    start, end = -1, -1
+    for a, b in spans:
+        if a > end:  # a gap: close the current run
+            if end > start:
+                edits.append(Edit(start, end - start, end - start))
+            start = a
+        end = max(end, b)
+    if end > start >= 0:
+        edits.append(Edit(start, end - start, end - start))
+    if new_size > old_size:
+        edits.append(Edit(old_size, 0, new_size - old_size))
+    elif new_size < old_size:
+        edits.append(Edit(new_size, old_size - new_size, 0))
+    return edits
 
 
 class _Plan:

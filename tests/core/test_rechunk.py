@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from cairn.core.chunker import DEFAULT, TINY, Params, chunk_buffer
 from cairn.core.errors import InvalidArgument
-from cairn.core.rechunk import Edit, Piece, rechunk
+from cairn.core.rechunk import Edit, Piece, edits_for_writes, rechunk
 
 MiB = 1024 * 1024
 
@@ -222,3 +222,50 @@ def test_truncating_one_byte_past_a_cut_rechunks_the_chunk_before() -> None:
     edits = [Edit(keep, len(old) - keep, 0)]
     _check(old, edits, b"", TINY)
     assert list(chunk_buffer(old[:keep], TINY))[-1] != (o, n)  # the case is real
+
+
+@settings(max_examples=200)
+@given(
+    st.integers(0, 2**32),
+    st.integers(0, 30_000),
+    st.integers(0, 30_000),
+    st.lists(st.tuples(st.integers(-100, 31_000), st.integers(0, 3000)), max_size=8),
+)
+def test_writes_and_truncates_of_a_file_in_place(
+    seed: int, old_size: int, new_size: int, writes: list[tuple[int, int]]
+) -> None:
+    """A file changed by writes and a size change, as the drive sees it."""
+    old = _rand(seed, old_size)
+    new = bytearray(old[:new_size].ljust(new_size, b"\0"))
+    rng = random.Random(seed + 1)
+    written = []
+    for o, n in writes:
+        o, end = max(o, 0), min(o + n, new_size)
+        if o < end:
+            new[o:end] = rng.randbytes(end - o)
+            written.append((o, end - o))
+    edits = edits_for_writes(old_size, new_size, written)
+    assert apply_edits(old, edits, _fill_from(bytes(new), edits)) == new
+    reader = _check(old, edits, _fill_from(bytes(new), edits), TINY)
+    assert reader.bytes_read <= _budget(edits, TINY)
+
+
+def _fill_from(new: bytes, edits: list[Edit]) -> bytes:
+    """The replacement bytes of ``edits`` (sorted, in old coordinates) taken from ``new``."""
+    out, shift = [], 0
+    for e in edits:
+        out.append(new[e.offset + shift : e.offset + shift + e.new_len])
+        shift += e.new_len - e.old_len
+    return b"".join(out)
+
+
+def test_edits_for_writes_merges_and_clips() -> None:
+    assert edits_for_writes(100, 100, [(10, 5), (12, 10), (22, 3), (90, 50)]) == [
+        Edit(10, 15, 15),
+        Edit(90, 10, 10),
+    ]
+    assert edits_for_writes(100, 150, [(95, 10)]) == [Edit(95, 5, 5), Edit(100, 0, 50)]
+    assert edits_for_writes(100, 40, [(30, 50)]) == [Edit(30, 10, 10), Edit(40, 60, 0)]
+    assert edits_for_writes(0, 0, [(0, 10)]) == []
+    with pytest.raises(InvalidArgument):
+        edits_for_writes(-1, 0, [])
