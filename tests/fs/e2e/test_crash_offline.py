@@ -111,6 +111,13 @@ def test_offline_edits_arrive(devices, drive_server) -> None:
     assert exc.value.errno in (errno.EIO, errno.ENOTCONN)
     wait_until(lambda: "no (offline)" in a.status(), 30, "A's status to report offline")
     assert "pending:  0 changes" not in a.status()
+    # Unmounting offline says what stays queued; mounting offline works from local state.
+    res = a.unmount(timeout=2)
+    assert "not uploaded" in res.stderr and "server unreachable" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    a.mount()
+    assert (a.mnt / "offline" / "new.bin").read_bytes() == data
+    assert "no (offline)" in a.status() or "not yet tried" in a.status()
 
     drive_server.start()
     wait_until(lambda: same_bytes(b.mnt / "offline" / "new.bin", data), 90, "offline edits on B")
