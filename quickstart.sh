@@ -54,9 +54,11 @@ cairn_venv
 mkdir -p "$QS" && chmod 700 "$QS"
 
 # 1. server data dir and process
-if [ ! -f "$DATA/cairn-server.toml" ] && [ ! -d "$DATA" ]; then
+if [ ! -f "$QS/server.initialized" ]; then
+  rm -rf "$DATA"  # left half-made by an init that failed in an earlier run
   echo "== creating server data dir $DATA"
   cairn-server init "$DATA" >"$QS/init.log" 2>&1 || die "cairn-server init failed: $(tail -1 "$QS/init.log")"
+  touch "$QS/server.initialized"
 fi
 if server_running && healthy; then
   echo "== server already running (pid $(cat "$PIDFILE")) at $URL"
