@@ -222,3 +222,22 @@ def test_arbitrary_bytes_after_a_valid_header_never_decode(junk: bytes) -> None:
     cid, f = _encode(TEXT, 3, KEY)
     with pytest.raises(FrameError):
         _decode(f[: frame.HEADER_SIZE + _N] + junk, cid)
+
+
+def test_compressibility_probe_decides_for_large_chunks() -> None:
+    """Chunks >= 64 KiB are sampled at 4 places; the guess only picks raw vs zstd storage."""
+    rnd = random.Random(3).randbytes(256 * 1024)
+    text = (TEXT * 3000)[: 256 * 1024]
+    # text everywhere but at the sampled places: the probe says raw, and raw it is
+    step = (len(rnd) - 8192) // 3
+    mostly_text = bytearray(text)
+    for i in range(4):
+        mostly_text[i * step : i * step + 8192] = rnd[i * step : i * step + 8192]
+    for data, comp in (
+        (text, frame.COMP_ZSTD),
+        (rnd, frame.COMP_NONE),
+        (mostly_text, frame.COMP_NONE),
+    ):
+        cid, f = _encode(bytes(data), 3, KEY)
+        assert frame.peek(f).compression == comp
+        assert _decode(f, cid) == data
