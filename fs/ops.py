@@ -64,16 +64,16 @@ import pyfuse3
 import trio
 
 from cairn.core import errors as E
-from cairn.core import frame, wire
+from cairn.core import wire
 from cairn.core.chunker import DEFAULT, Params
 from cairn.core.names import MAX_NAME_BYTES, check_name
 from cairn.core.wire import Blocklist
 
-from . import seal
 from .blocks import PlainLRU
 from .cache import ChunkCache, ChunkSource
 from .durable import GroupSync
 from .errmap import NameTooLong, NoAttribute, NotSupported, translate
+from .files import FileOps
 from .staging import FileContent
 from .store import ROOT_INO, Changes, Node, Store, new_node_id, new_op_id
 
@@ -107,7 +107,7 @@ def _xname(raw: bytes) -> str:
     return name
 
 
-class Operations(pyfuse3.Operations):
+class Operations(FileOps, pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
 
@@ -144,10 +144,13 @@ class Operations(pyfuse3.Operations):
         self.quota_total: int | None = None
         self.quota_used = 0
 
-    async def run(self) -> None:
-        """Background service (readahead). Runs until cancelled."""
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Background service (framing batches of streaming writes, readahead). Runs until
+        cancelled; start it with ``nursery.start`` (ready once it returns). Call
+        ``seal_all`` before cancelling it, or in-flight batches fail their files."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            task_status.started()
             try:
                 await trio.sleep_forever()
             finally:
@@ -193,8 +196,9 @@ class Operations(pyfuse3.Operations):
             size = content.size
             if content.mtime_ns is not None:
                 mtime = content.mtime_ns
-            if content.dirty:
-                alloc = min(size, alloc + content.size - content.base_len)
+            if content.dirty:  # estimate until the seal counts chunks exactly
+                staged = sum(e - s for s, e in content.extents) + len(content.tail)
+                alloc = min(size, content.base.data_bytes() + staged)
         if node.type == "symlink":
             size = len((node.target or "").encode())
         a.st_size = size
@@ -211,37 +215,6 @@ class Operations(pyfuse3.Operations):
     def _check_free(self, parent: int, name: str) -> None:
         if self.store.lookup(parent, name) is not None:
             raise E.AlreadyExists(f"{name!r} exists")
-
-    # --- chunks ---------------------------------------------------------------------------
-
-    def _get_chunk(self, cid: bytes) -> bytes:
-        """Plaintext of a chunk: memory, cache, else the network. Worker threads only."""
-        data = self.mem.get(cid)
-        if data is None:
-            data = self.cache.get(cid)
-            if data is None:
-                data = trio.from_thread.run(self._fetch, cid)
-            self.mem.put(cid, data)
-        return data
-
-    async def _fetch(self, cid: bytes) -> bytes:
-        try:
-            raw = await self.source.fetch(cid)
-        except E.Unavailable as e:
-            log.warning(
-                "chunk %s is not cached and the server is unavailable: %s", cid.hex()[:16], e
-            )
-            raise
-        plain = await trio.to_thread.run_sync(
-            lambda: frame.decode(raw, cid, dedupe_key=self.dedupe_key)
-        )
-        await trio.to_thread.run_sync(self.cache.put_frame, cid, raw)
-        return plain
-
-    def _fsync_chunks(self) -> None:
-        pending = list(self._unsynced)
-        self.cache.fsync(pending)
-        self._unsynced.difference_update(pending)
 
     # --- attributes -----------------------------------------------------------------------
 
@@ -275,9 +248,7 @@ class Operations(pyfuse3.Operations):
                 raise E.InvalidArgument("size out of range")
             content = self._content(node)
             try:
-                async with content.lock:
-                    content.truncate(attr.st_size)
-                    content.mtime_ns = now
+                await self._truncate(content, attr.st_size)
                 if content.opens == 0:
                     await self._seal(content)
             finally:
@@ -596,187 +567,6 @@ class Operations(pyfuse3.Operations):
         txn.put_node(node)
         txn.outbox_append(wire.Setattr(new_op_id(), node.id, xattrs_remove=(text,)))
         txn.commit()
-
-    # --- file content ---------------------------------------------------------------------
-
-    def _content(self, node: Node) -> FileContent:
-        content = self._files.get(node.ino)
-        if content is None:
-            bl = self.store.blocklist(node.ino)
-            content = FileContent(node.ino, bl.entries, node.size, self.staging_dir, self.params)
-            self._files[node.ino] = content
-        return content
-
-    def _maybe_close(self, content: FileContent) -> None:
-        """Forget an in-memory content that is neither open nor dirty."""
-        if content.opens == 0 and not content.dirty and self._files.get(content.ino) is content:
-            content.discard()
-            del self._files[content.ino]
-            node = self.store.node(content.ino)
-            if node is not None and not node.names:
-                txn = self.store.txn()
-                txn.drop_node(node)
-                txn.commit()
-
-    @translate
-    async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
-        node = self._node(inode)
-        if node.type == "dir":
-            raise E.IsADirectory("open of a directory for I/O")
-        content = self._content(node)
-        content.opens += 1
-        seen = (node.size, node.mtime_ns)
-        keep = self._kernel_seen.get(inode) == seen and not content.dirty
-        self._kernel_seen[inode] = seen
-        return pyfuse3.FileInfo(fh=inode, keep_cache=keep)
-
-    def _file(self, fh: int) -> FileContent:
-        content = self._files.get(fh)
-        if content is None:
-            raise E.InvalidArgument(f"no open file {fh}")
-        return content
-
-    @translate
-    async def read(self, fh: int, off: int, size: int) -> bytes:
-        content = self._file(fh)
-        if off < 0:
-            raise E.InvalidArgument("negative offset")
-        needed = content.chunks_for(off, size)
-        if all(self.mem.get(c) is not None for c in needed):
-            data = content.read(off, size, self._mem_only)
-        else:
-            data = await trio.to_thread.run_sync(
-                content.read, off, size, self._get_chunk, limiter=self.read_limiter
-            )
-        self._maybe_readahead(content, off + size)
-        return data
-
-    def _mem_only(self, cid: bytes) -> bytes:
-        data = self.mem.get(cid)
-        if data is None:  # evicted since the check: cache hit on this thread is still fine
-            data = self.cache.get(cid)
-            if data is None:
-                raise E.Unavailable("chunk evicted during read")
-        return data
-
-    def _maybe_readahead(self, content: FileContent, end: int) -> None:
-        if self._nursery is None or end >= content.base_len or len(self._readahead) >= 2:
-            return
-        j = content.base.locate(end)
-        for cid, _ in content.base.entries[j : j + 2]:
-            if cid is not None and cid not in self._readahead and self.mem.get(cid) is None:
-                self._readahead.add(cid)
-                self._nursery.start_soon(self._prefetch, cid)
-                return
-
-    async def _prefetch(self, cid: bytes) -> None:
-        try:
-            await trio.to_thread.run_sync(self._get_chunk, cid, limiter=self.read_limiter)
-        except (E.CairnError, OSError):
-            pass  # a real read of this chunk will report it
-        finally:
-            self._readahead.discard(cid)
-
-    @translate
-    async def write(self, fh: int, off: int, buf: bytes) -> int:
-        content = self._file(fh)
-        if off < 0 or off + len(buf) > wire.MAX_FILE_SIZE:
-            raise E.InvalidArgument("offset out of range")
-        async with content.lock:
-            if content.can_stream(off):
-                if content.stream is None:
-                    await trio.to_thread.run_sync(
-                        content.start_stream, self._get_chunk, limiter=self.read_limiter
-                    )
-                if content.append(buf):
-                    entries = await trio.to_thread.run_sync(
-                        content.feed, self.dedupe_key, self.cache, limiter=self.cpu_limiter
-                    )
-                    content.install_fed(entries)
-            else:
-                content.write_random(off, buf)
-            content.mtime_ns = _now()
-        return len(buf)
-
-    async def flush(self, fh: int) -> None:
-        return None
-
-    @translate
-    async def release(self, fh: int) -> None:
-        content = self._files.get(fh)
-        if content is None:
-            return
-        content.opens -= 1
-        if content.opens > 0:
-            return
-        try:
-            await self._seal(content)
-        finally:
-            self._maybe_close(content)
-
-    @translate
-    async def fsync(self, fh: int, datasync: bool) -> None:
-        await self._seal(self._file(fh), durable=True)
-
-    async def _seal(self, content: FileContent, *, durable: bool = False) -> None:
-        """Seal staged writes: new blocklist + node attrs + outbox ``update`` in one batch.
-
-        With ``durable``, new chunk files are fsynced before the batch is written and the
-        WAL is synced after it (both grouped with concurrent callers)."""
-        async with content.lock:
-            changed = content.dirty
-            if content.stream is not None:
-                entries = await trio.to_thread.run_sync(
-                    content.feed, self.dedupe_key, self.cache, True, limiter=self.cpu_limiter
-                )
-                content.install_fed(entries, final=True)
-            if changed:
-                if (
-                    content.extents
-                    or content.base_len != content.base.size
-                    or content.size != content.base.size
-                ):
-                    entries, new = await trio.to_thread.run_sync(
-                        self._compute_seal, content, limiter=self.cpu_limiter
-                    )
-                    content.new_chunks += new
-                    content.install(entries)
-                content.dirty = False
-                self._unsynced.update(content.new_chunks)
-                content.new_chunks = []
-                if durable:
-                    await self._chunk_sync.sync()
-                self._commit_seal(content)
-        if durable:
-            await self._wal_sync.sync()
-
-    def _compute_seal(self, content: FileContent) -> tuple[list[wire.Entry], list[bytes]]:
-        return seal.compute(content, dedupe_key=self.dedupe_key, cache=self.cache,
-                            params=self.params, get_chunk=self._get_chunk)  # fmt: skip
-
-    def _commit_seal(self, content: FileContent) -> None:
-        node = self.store.node(content.ino)
-        if node is None or not node.names:
-            return  # deleted meanwhile; its unlink is queued already
-        node.size = content.size
-        node.alloc = content.base.data_bytes()
-        if content.mtime_ns is not None:
-            node.mtime_ns = content.mtime_ns
-        node.ctime_ns = _now()
-        bl = Blocklist(tuple(content.base.entries))
-        txn = self.store.txn()
-        txn.put_blocklist(node.ino, bl)
-        txn.put_node(node)
-        txn.outbox_append(wire.Update(new_op_id(), node.id, node.base_rev, bl, node.mtime_ns))
-        txn.commit()
-
-    async def seal_all(self, *, durable: bool = True) -> None:
-        """Seal every file with unsealed writes (before unmount)."""
-        for content in list(self._files.values()):
-            if content.dirty:
-                await self._seal(content, durable=durable)
-        if durable:
-            await self._wal_sync.sync()
 
     async def forget(self, inode_list: Iterable[tuple[int, int]]) -> None:
         return None  # inodes are persistent; deleted ones are dropped at unlink/release

@@ -3,33 +3,39 @@
 A ``FileContent`` is the committed blocklist (``base``) with edits on top, in one of two modes:
 
 * **streaming** (``stream`` is set): the file is being written strictly sequentially at its
-  end (cp, downloads, appends). Written bytes go to a ``cairn.core.chunker.StreamChunker``;
-  each chunk that becomes final is hashed, framed and put into the cache as a dirty chunk by
-  ``feed`` (CPU work, run on a worker thread) and appended to ``base``. Only the not yet final
-  tail (``tail``, at most about two max-size chunks) is held in memory. ``seal`` then only has
-  to cut the tail. A write elsewhere, or a truncate, ends streaming (``unstream``): the tail
-  moves to the staging file and the file continues in random mode.
+  end (cp, downloads, appends). Written bytes collect in ``tail``; every ``max_size`` bytes
+  they are cut by a ``cairn.core.chunker.StreamChunker`` (``take_uncut`` + ``cut``), and the
+  chunks that became final are hashed, framed and put into the cache as dirty chunks
+  (``frame_chunks``) on worker threads while further writes arrive (``fs/ops.py`` keeps at
+  most two such batches in flight per file, in ``batches``). ``install_fed`` appends their
+  entries to ``base`` in stream order and drops their bytes from ``tail``, so memory stays
+  at a few max-size chunks whatever the file size, and ``seal`` only cuts the last bytes.
+  A write elsewhere, or a truncate, ends streaming (``unstream``, after the batches
+  drained): the tail moves to the staging file and the file continues in random mode.
 * **random**: written ranges go to a sparse staging file (``staging_dir/<ino>.<n>``) at their
   file offsets, and ``extents`` records which ranges hold new bytes. ``base_len`` is how much
   of ``base`` is still valid after truncates; beyond it, and outside extents, bytes are zero
   (holes). ``cairn.fs.seal`` re-chunks only around the extents.
 
-Reading (``read``) overlays extents, the streaming tail and base chunks, and zero-fills holes;
-it is synchronous and calls ``get_chunk(cid) -> plaintext`` for base chunks, so it runs on a
-worker thread when chunks may need decoding or fetching.
+Reading is split in two: ``plan`` (trio thread, no I/O, consistent with the current state)
+lists the pieces — staged ranges, base chunk slices, tail bytes (copied), zeros — and
+``execute`` (any thread) reads them, calling ``get_chunk(cid) -> plaintext`` for chunks.
 
-Concurrency: the trio thread mutates a ``FileContent`` only while holding ``lock`` (writes,
-truncates, seals). ``read`` takes no lock: it runs between mutations (trio) or on a worker
-thread while the lock holder is parked in an await that does not change the fields it reads
-(``feed`` and ``seal`` only read them; their results are installed on the trio thread).
+Concurrency: fields change only on the trio thread: under ``lock`` (writes, truncates,
+seals) and in ``install_fed`` (a background batch finishing; no await inside, and it only
+appends to ``base`` and trims ``tail``, which a plan already copied). Worker threads touch
+only the stream chunker (``cut``, serialised by ``lock``), the cache, and — during a seal,
+while ``lock`` is held and no batch is in flight — read the state through ``read``.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -41,7 +47,21 @@ from .blocks import BlockIndex, ExtentMap
 from .cache import ChunkCache
 
 GetChunk = Callable[[bytes], bytes]
+Piece = tuple[Any, ...]
+"""A read piece: ``("staged", off, n)``, ``("zero", n)``, ``("chunk", id, start, stop)`` or
+``("bytes", data)``."""
 _counter = itertools.count(1)
+
+
+class Batch:
+    """One framing job of a streaming file: its result once ``done``."""
+
+    __slots__ = ("done", "entries", "error")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.entries: list[Entry] = []
+        self.error: BaseException | None = None
 
 
 class FileContent:
@@ -60,6 +80,9 @@ class FileContent:
         self.mtime_ns: int | None = None  # set by writes; the node's mtime at seal
         self.new_chunks: list[bytes] = []  # written since the last durable point
         self.lock = trio.Lock()
+        self.batches: deque[Batch] = deque()  # framing jobs in flight, in stream order
+        self.batch_done = trio.Event()  # set (and replaced) whenever a batch finishes
+        self.error: BaseException | None = None  # a failed batch: later writes/seals fail
         self.opens = 0
         self._dir = staging_dir
         self._path: Path | None = None
@@ -93,7 +116,9 @@ class FileContent:
         self.dirty = True
 
     def unstream(self) -> None:
-        """Leave streaming mode: the unchunked tail becomes a staged extent."""
+        """Leave streaming mode: the unchunked tail becomes a staged extent. The caller has
+        drained ``batches`` (their bytes are still in ``tail`` until installed)."""
+        assert not self.batches
         if self.tail:
             os.pwrite(self._staging_fd(), self.tail, self.base_len)
             self.extents.add(self.base_len, self.base_len + len(self.tail))
@@ -111,42 +136,49 @@ class FileContent:
             return True
         return not self.extents and self.base_len == self.base.size == self.size
 
-    def start_stream(self, get_chunk: GetChunk) -> None:
-        """Begin streaming at the end of the file (blocking when the last chunk must be
-        read back: the new bytes continue its data run, so it is cut again with them)."""
+    def restart_chunk(self) -> bytes | None:
+        """The id of the chunk a new stream must cut again (the last one, when it is data:
+        the new bytes continue its data run), or None."""
+        if self.base.entries and self.base.entries[-1][0] is not None:
+            return self.base.entries[-1][0]
+        return None
+
+    def start_stream(self, restart: bytes | None) -> None:
+        """Begin streaming at the end of the file; ``restart`` is the plaintext of
+        ``restart_chunk()`` (trio thread)."""
         self.stream = StreamChunker(self.params)
         self.tail = bytearray()
         self._fed = 0
-        if self.base.entries and self.base.entries[-1][0] is not None:
-            cid, length = self.base.entries.pop()
+        if restart is not None:
+            _, length = self.base.entries.pop()
             self.base.starts.pop()
             self.base_len -= length
-            self.tail += get_chunk(cid)
+            self.tail += restart
 
     def append(self, data: bytes) -> bool:
-        """Add sequential bytes; True when enough is buffered that ``feed`` should run."""
+        """Add sequential bytes; True when enough is buffered that ``take_uncut`` should run."""
         self.tail += data
         self.size += len(data)
         self.dirty = True
         return len(self.tail) - self._fed >= self.params.max_size
 
-    def feed(self, dedupe_key: bytes, cache: ChunkCache, final: bool = False) -> list[Entry]:
-        """Chunk what was appended (worker thread): hash, frame and cache each chunk that is
-        final (all of them when ``final``). Install the result with ``install_fed``."""
+    def take_uncut(self) -> bytes:
+        """The appended bytes not yet handed to the chunker (a copy; trio thread)."""
+        piece = bytes(self.tail[self._fed :])
+        self._fed = len(self.tail)
+        return piece
+
+    def cut(self, piece: bytes, final: bool = False) -> list[bytes]:
+        """Feed ``piece`` to the stream chunker and return the chunks that became final
+        (all when ``final``). Worker thread, under ``lock``: touches only the chunker."""
         assert self.stream is not None
-        with memoryview(self.tail) as view:
-            chunks = self.stream.feed_data(view[self._fed :])
+        chunks = self.stream.feed_data(piece)
         if final:
             chunks += self.stream.finish_data()
-        self._fed = len(self.tail)
-        out: list[Entry] = []
-        for _, data in chunks:
-            cid = ids.chunk_id(dedupe_key, data)
-            cache.put(cid, data)
-            out.append((cid, len(data)))
-        return out
+        return [data for _, data in chunks]
 
-    def install_fed(self, entries: list[Entry], final: bool = False) -> None:
+    def install_fed(self, entries: list[Entry]) -> None:
+        """Append framed chunks (in stream order) to ``base``; trio thread, no await."""
         done = 0
         for cid, length in entries:
             self.base.append(cid, length)
@@ -155,10 +187,11 @@ class FileContent:
         self.base_len += done
         del self.tail[:done]
         self._fed -= done
-        if final:
-            self.stream = None
-            self.tail = bytearray()
-            self._fed = 0
+
+    def end_stream(self) -> None:
+        assert not self.tail, "stream ended with unchunked bytes"
+        self.stream = None
+        self._fed = 0
 
     # --- after a seal ---------------------------------------------------------------------
 
@@ -168,8 +201,8 @@ class FileContent:
         self.base_len = self.size = self.base.size
         self.extents.clear()
         self.dirty = False
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
+        # The staging file is left as it is: a read planned before this may still pread it,
+        # and new writes overwrite it. It goes with ``discard``.
 
     def discard(self) -> None:
         """Release the staging file (the file is closed or deleted)."""
@@ -182,25 +215,17 @@ class FileContent:
 
     # --- reading --------------------------------------------------------------------------
 
-    def chunks_for(self, off: int, n: int) -> list[bytes]:
-        """Base chunk ids that a read of ``[off, off+n)`` may need (outside extents too)."""
-        end = min(off + n, self.base_len)
-        if off >= end:
-            return []
-        i, j = self.base.locate(off), self.base.locate(end - 1)
-        return [c for c, _ in self.base.entries[i : j + 1] if c is not None]
-
-    def read(self, off: int, n: int, get_chunk: GetChunk) -> bytes:
-        """Bytes ``[off, off+n)`` clipped to the size; holes read as zeros."""
+    def plan(self, off: int, n: int) -> list[Piece]:
+        """What a read of ``[off, off+n)`` (clipped to the size) is made of. No I/O: taken on
+        the trio thread, so it is consistent; ``execute`` then runs anywhere."""
         end = min(off + n, self.size)
-        parts: list[bytes] = []
+        out: list[Piece] = []
         x = off
         while x < end:
             ext_end = self.extents.covering(x)
             if ext_end is not None:
                 m = min(ext_end, end) - x
-                got = os.pread(self._staging_fd(), m, x)
-                parts.append(got + bytes(m - len(got)))
+                out.append(("staged", x, m))
                 x += m
                 continue
             lim = end
@@ -212,16 +237,43 @@ class FileContent:
                 cid, length = self.base.entries[j]
                 s = self.base.starts[j]
                 stop = min(lim, s + length, self.base_len)
-                if cid is None:
-                    parts.append(bytes(stop - x))
-                else:
-                    parts.append(get_chunk(cid)[x - s : stop - s])
+                out.append(("zero", stop - x) if cid is None else ("chunk", cid, x - s, stop - s))
                 x = stop
             elif self.stream is not None:
                 t = x - self.base_len
-                parts.append(bytes(self.tail[t : t + lim - x]))
+                out.append(("bytes", bytes(self.tail[t : t + lim - x])))
                 x = lim
             else:
-                parts.append(bytes(lim - x))
+                out.append(("zero", lim - x))
                 x = lim
+        return out
+
+    def execute(self, plan: list[Piece], get_chunk: GetChunk) -> bytes:
+        """The bytes of a ``plan`` (blocking: staging-file reads, chunk decoding)."""
+        parts: list[bytes] = []
+        for piece in plan:
+            match piece:
+                case ("staged", off, n):
+                    got = os.pread(self._staging_fd(), n, off)
+                    parts.append(got + bytes(n - len(got)))
+                case ("zero", n):
+                    parts.append(bytes(n))
+                case ("chunk", cid, start, stop):
+                    parts.append(get_chunk(cid)[start:stop])
+                case ("bytes", data):
+                    parts.append(data)
         return b"".join(parts)
+
+    def read(self, off: int, n: int, get_chunk: GetChunk) -> bytes:
+        """Plan and execute in one go (when nothing can change meanwhile)."""
+        return self.execute(self.plan(off, n), get_chunk)
+
+
+def frame_chunks(chunks: list[bytes], dedupe_key: bytes, cache: ChunkCache) -> list[Entry]:
+    """Hash, frame and cache (dirty) each chunk; CPU-heavy, worker thread."""
+    out: list[Entry] = []
+    for data in chunks:
+        cid = ids.chunk_id(dedupe_key, data)
+        cache.put(cid, data)
+        out.append((cid, len(data)))
+    return out

@@ -235,3 +235,29 @@ async def test_reads_decode_each_chunk_once(drive) -> None:
     drive.cache.get = counting_get  # type: ignore[method-assign]
     assert await read_all(ops, ino, bs=512) == data
     assert len(decoded) == len(set(decoded)) == len(blocklist(drive, ino))
+
+
+async def test_streaming_with_background_batches(drive) -> None:
+    ops = drive.ops
+    data = random.Random(8).randbytes(400_000)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ops.run)
+        fi, _ = await ops.create(ROOT_INO, b"bg", 0o644, os.O_WRONLY, CTX)
+        content = ops._files[fi.fh]
+        in_flight = 0
+        for off in range(0, len(data), 4096):
+            await ops.write(fi.fh, off, data[off : off + 4096])
+            in_flight = max(in_flight, len(content.batches))
+            assert len(content.batches) <= 2
+            if off % (64 * 4096) == 0:  # reads while batches are in flight see every byte
+                assert (
+                    await ops.read(fi.fh, max(off - 30_000, 0), 40_000)
+                    == data[max(off - 30_000, 0) : off + 4096][:40_000]
+                )
+        assert in_flight >= 1  # the batches really ran in the background
+        await ops.fsync(fi.fh, False)
+        assert not content.batches and content.stream is None
+        await ops.release(fi.fh)
+        assert blocklist(drive, fi.fh) == from_scratch([(data, len(data))], DEDUPE, SMALL)
+        assert await read_all(ops, fi.fh) == data
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,341 @@
+"""File content handlers of the drive's ``Operations``: open, read, write, release, fsync,
+sealing, chunk fetching and readahead (a mixin; ``fs/ops.py`` composes it).
+
+Write path: sequential writes stream (``fs/staging.py``): every ``max_size`` bytes the tail
+is cut (worker thread, serialised by the file's lock) and the final chunks are hashed,
+framed and cached by a background batch (``_frame_batch``) while the kernel sends the next
+writes. At most ``MAX_BATCHES`` batches per file are in flight: a write that would start
+another waits for the oldest (backpressure keeps memory at a few chunks per file). Without
+a running ``Operations.run`` service (unit tests) batches run inline. Other writes stage to
+the sparse file.
+
+Seal (last release, fsync, truncate of a closed file, ``seal_all``): under the file's lock,
+wait for the batches, cut and frame the tail, re-chunk around staged extents
+(``fs/seal.py``), then write blocklist + node + outbox ``update`` in ONE batch. Durable
+(fsync): chunk files are fsynced first (grouped), then the batch is written and the WAL
+synced (grouped), so a durable blocklist never names a chunk that is not on disk.
+
+Read path: ``plan`` on the trio thread; if every chunk it needs is decoded in memory it is
+executed right there, else on a worker thread (cache → ``ChunkSource.fetch`` → verify →
+cache). Sequential reads prefetch the next chunk(s) into memory (bounded).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pyfuse3
+import trio
+
+from cairn.core import errors as E
+from cairn.core import frame, wire
+from cairn.core.wire import Blocklist
+
+from . import seal
+from .errmap import translate
+from .staging import Batch, FileContent, frame_chunks
+from .store import Node, new_op_id
+
+log = logging.getLogger("cairn.fs.ops")
+MAX_BATCHES = 2
+MAX_READAHEAD = 2
+
+
+class FileOps:
+    """Mixin over ``Operations`` state: ``store``, ``cache``, ``source``, ``dedupe_key``,
+    ``params``, ``staging_dir``, ``mem``, limiters, ``_files``, sync groups, ``_nursery``."""
+
+    store: Any
+    cache: Any
+    source: Any
+    dedupe_key: bytes
+    params: Any
+    staging_dir: Any
+    mem: Any
+    cpu_limiter: trio.CapacityLimiter
+    read_limiter: trio.CapacityLimiter
+    _files: dict[int, FileContent]
+    _unsynced: set[bytes]
+    _chunk_sync: Any
+    _wal_sync: Any
+    _kernel_seen: dict[int, tuple[int, int]]
+    _readahead: set[bytes]
+    _nursery: trio.Nursery | None
+
+    def _node(self, ino: int) -> Node: ...  # provided by Operations
+
+    # --- chunks ---------------------------------------------------------------------------
+
+    def _get_chunk(self, cid: bytes) -> bytes:
+        """Plaintext of a chunk: memory, cache, else the network. Worker threads only."""
+        data = self.mem.get(cid)
+        if data is None:
+            data = self.cache.get(cid)
+            if data is None:
+                data = trio.from_thread.run(self._fetch, cid)
+            self.mem.put(cid, data)
+        return data  # type: ignore[no-any-return]
+
+    async def _fetch(self, cid: bytes) -> bytes:
+        try:
+            raw = await self.source.fetch(cid)
+        except E.Unavailable as e:
+            log.warning(
+                "chunk %s is not cached and the server is unavailable: %s", cid.hex()[:16], e
+            )
+            raise
+        plain = await trio.to_thread.run_sync(
+            lambda: frame.decode(raw, cid, dedupe_key=self.dedupe_key)
+        )
+        await trio.to_thread.run_sync(self.cache.put_frame, cid, raw)
+        return plain
+
+    def _fsync_chunks(self) -> None:
+        pending = list(self._unsynced)
+        self.cache.fsync(pending)
+        self._unsynced.difference_update(pending)
+
+    # --- open files -----------------------------------------------------------------------
+
+    def _content(self, node: Node) -> FileContent:
+        content = self._files.get(node.ino)
+        if content is None:
+            bl = self.store.blocklist(node.ino)
+            content = FileContent(node.ino, bl.entries, node.size, self.staging_dir, self.params)
+            self._files[node.ino] = content
+        return content
+
+    def _maybe_close(self, content: FileContent) -> None:
+        """Forget an in-memory content that is neither open nor dirty (and a node whose last
+        name went while it was open)."""
+        if content.opens or content.dirty or self._files.get(content.ino) is not content:
+            return
+        content.discard()
+        del self._files[content.ino]
+        node = self.store.node(content.ino)
+        if node is not None and not node.names:
+            txn = self.store.txn()
+            txn.drop_node(node)
+            txn.commit()
+
+    def _file(self, fh: int) -> FileContent:
+        content = self._files.get(fh)
+        if content is None:
+            raise E.InvalidArgument(f"no open file {fh}")
+        return content
+
+    @translate
+    async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
+        node = self._node(inode)
+        if node.type == "dir":
+            raise E.IsADirectory("open of a directory for I/O")
+        content = self._content(node)
+        content.opens += 1
+        seen = (node.size, node.mtime_ns)
+        keep = self._kernel_seen.get(inode) == seen and not content.dirty
+        self._kernel_seen[inode] = seen
+        return pyfuse3.FileInfo(fh=inode, keep_cache=keep)
+
+    # --- reading --------------------------------------------------------------------------
+
+    @translate
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        content = self._file(fh)
+        if off < 0:
+            raise E.InvalidArgument("negative offset")
+        plan = content.plan(off, size)
+        chunks = {p[1]: self.mem.get(p[1]) for p in plan if p[0] == "chunk"}
+        if all(v is not None for v in chunks.values()):
+            # everything decoded already: no thread hop (the dict keeps them referenced)
+            data = content.execute(plan, chunks.__getitem__)
+        else:
+            data = await trio.to_thread.run_sync(
+                content.execute, plan, self._get_chunk, limiter=self.read_limiter
+            )
+        self._maybe_readahead(content, off + size)
+        return data
+
+    def _maybe_readahead(self, content: FileContent, end: int) -> None:
+        if self._nursery is None or end >= content.base_len:
+            return
+        j = content.base.locate(end)
+        for cid, _ in content.base.entries[j : j + MAX_READAHEAD]:
+            if len(self._readahead) >= MAX_READAHEAD:
+                return
+            if cid is not None and cid not in self._readahead and self.mem.get(cid) is None:
+                self._readahead.add(cid)
+                self._nursery.start_soon(self._prefetch, cid)
+
+    async def _prefetch(self, cid: bytes) -> None:
+        try:
+            await trio.to_thread.run_sync(self._get_chunk, cid, limiter=self.read_limiter)
+        except (E.CairnError, OSError):
+            pass  # a real read of this chunk reports the problem
+        finally:
+            self._readahead.discard(cid)
+
+    # --- writing --------------------------------------------------------------------------
+
+    @translate
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        content = self._file(fh)
+        if off < 0 or off + len(buf) > wire.MAX_FILE_SIZE:
+            raise E.InvalidArgument("offset out of range")
+        async with content.lock:
+            if content.error is not None:
+                raise content.error
+            if content.can_stream(off):
+                if content.stream is None:
+                    restart = content.restart_chunk()
+                    data = None
+                    if restart is not None:
+                        data = await trio.to_thread.run_sync(
+                            self._get_chunk, restart, limiter=self.read_limiter
+                        )
+                    content.start_stream(data)
+                if content.append(buf):
+                    await self._cut_and_frame(content)
+            else:
+                await self._drain(content)
+                content.write_random(off, buf)
+            content.mtime_ns = time.time_ns()
+        return len(buf)
+
+    async def _cut_and_frame(self, content: FileContent, final: bool = False) -> None:
+        """Cut what was appended and frame the final chunks (in the background when the
+        service runs). Caller holds ``content.lock``."""
+        piece = content.take_uncut()
+        chunks = await trio.to_thread.run_sync(content.cut, piece, final)
+        if not chunks:
+            return
+        if self._nursery is None or final:
+            await self._drain(content)
+            entries = await trio.to_thread.run_sync(
+                frame_chunks, chunks, self.dedupe_key, self.cache, limiter=self.cpu_limiter
+            )
+            content.install_fed(entries)
+            return
+        while len(content.batches) >= MAX_BATCHES:
+            await content.batch_done.wait()
+        batch = Batch()
+        content.batches.append(batch)
+        self._nursery.start_soon(self._frame_batch, content, batch, chunks)
+
+    async def _frame_batch(self, content: FileContent, batch: Batch, chunks: list[bytes]) -> None:
+        try:
+            batch.entries = await trio.to_thread.run_sync(
+                frame_chunks, chunks, self.dedupe_key, self.cache, limiter=self.cpu_limiter
+            )
+        except trio.Cancelled:
+            batch.error = E.Unavailable("the drive is shutting down")
+            raise
+        except Exception as e:  # surfaced to the next write/seal of this file as an errno
+            log.error("framing chunks of inode %d failed: %r", content.ino, e)
+            batch.error = e
+        finally:
+            batch.done = True
+            # install finished batches in stream order; no await in here
+            while content.batches and content.batches[0].done:
+                b = content.batches.popleft()
+                if b.error is not None or content.error is not None:
+                    content.error = content.error or b.error
+                else:
+                    content.install_fed(b.entries)
+            content.batch_done.set()
+            content.batch_done = trio.Event()
+
+    async def _drain(self, content: FileContent) -> None:
+        """Wait until no framing batch of ``content`` is in flight (bounded by the batches:
+        each finishes or fails)."""
+        while content.batches:
+            await content.batch_done.wait()
+        if content.error is not None:
+            raise content.error
+
+    async def _truncate(self, content: FileContent, size: int) -> None:
+        async with content.lock:
+            await self._drain(content)
+            content.truncate(size)
+            content.mtime_ns = time.time_ns()
+
+    async def flush(self, fh: int) -> None:
+        return None
+
+    @translate
+    async def release(self, fh: int) -> None:
+        content = self._files.get(fh)
+        if content is None:
+            return
+        content.opens -= 1
+        if content.opens > 0:
+            return
+        try:
+            await self._seal(content)
+        finally:
+            self._maybe_close(content)
+
+    @translate
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self._seal(self._file(fh), durable=True)
+
+    # --- sealing --------------------------------------------------------------------------
+
+    async def _seal(self, content: FileContent, *, durable: bool = False) -> None:
+        """Seal staged writes: new blocklist + node attrs + outbox ``update`` in one batch.
+
+        With ``durable``, new chunk files are fsynced before the batch is written and the
+        WAL is synced after it (both grouped with concurrent callers)."""
+        async with content.lock:
+            changed = content.dirty
+            if content.stream is not None:
+                await self._cut_and_frame(content, final=True)
+                content.end_stream()
+            if changed:
+                if (
+                    content.extents
+                    or content.base_len != content.base.size
+                    or content.size != content.base.size
+                ):
+                    entries, new = await trio.to_thread.run_sync(
+                        self._compute_seal, content, limiter=self.cpu_limiter
+                    )
+                    content.new_chunks += new
+                    content.install(entries)
+                content.dirty = False
+                self._unsynced.update(content.new_chunks)
+                content.new_chunks = []
+                if durable:
+                    await self._chunk_sync.sync()
+                self._commit_seal(content)
+        if durable:
+            await self._wal_sync.sync()
+
+    def _compute_seal(self, content: FileContent) -> tuple[list[wire.Entry], list[bytes]]:
+        return seal.compute(content, dedupe_key=self.dedupe_key, cache=self.cache,
+                            params=self.params, get_chunk=self._get_chunk)  # fmt: skip
+
+    def _commit_seal(self, content: FileContent) -> None:
+        node = self.store.node(content.ino)
+        if node is None or not node.names:
+            return  # deleted meanwhile; its unlink is queued already
+        node.size = content.size
+        node.alloc = content.base.data_bytes()
+        if content.mtime_ns is not None:
+            node.mtime_ns = content.mtime_ns
+        node.ctime_ns = time.time_ns()
+        bl = Blocklist(tuple(content.base.entries))
+        txn = self.store.txn()
+        txn.put_blocklist(node.ino, bl)
+        txn.put_node(node)
+        txn.outbox_append(wire.Update(new_op_id(), node.id, node.base_rev, bl, node.mtime_ns))
+        txn.commit()
+
+    async def seal_all(self, *, durable: bool = True) -> None:
+        """Seal every file with unsealed writes (before unmount)."""
+        for content in list(self._files.values()):
+            if content.dirty:
+                await self._seal(content, durable=durable)
+        if durable:
+            await self._wal_sync.sync()
