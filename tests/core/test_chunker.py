@@ -38,6 +38,7 @@ def _spans(data: bytes) -> list[tuple[int, int]]:
     return list(chunk_buffer(data, TINY))
 
 
+@settings(deadline=None)  # no timing assertions; the machine is shared
 @given(data_st)
 def test_chunks_tile_the_input_and_respect_bounds(data: bytes) -> None:
     spans = _spans(data)
@@ -52,11 +53,13 @@ def test_chunks_tile_the_input_and_respect_bounds(data: bytes) -> None:
     assert pos == len(data)
 
 
+@settings(deadline=None)  # no timing assertions; the machine is shared
 @given(data_st)
 def test_chunking_is_deterministic(data: bytes) -> None:
     assert _spans(data) == _spans(bytes(data)) == list(chunk_buffer(bytearray(data), TINY))
 
 
+@settings(deadline=None)  # no timing assertions; the machine is shared
 @given(data_st, st.lists(st.integers(1, 5000), min_size=1, max_size=30))
 def test_streaming_equals_buffer_whatever_the_feed_sizes(data: bytes, sizes: list[int]) -> None:
     sc = StreamChunker(TINY)
@@ -73,6 +76,7 @@ def test_streaming_equals_buffer_whatever_the_feed_sizes(data: bytes, sizes: lis
     assert sc.offset == len(data)
 
 
+@settings(deadline=None)  # no timing assertions; the machine is shared
 @given(data_st, st.integers(1, 3000))
 def test_stream_with_data_returns_the_chunk_bytes(data: bytes, step: int) -> None:
     sc = StreamChunker(TINY)
@@ -98,12 +102,13 @@ def test_empty_input_has_no_chunks() -> None:
     assert list(chunk_file(io.BytesIO(b""))) == []
 
 
+@settings(deadline=None)  # no timing assertions; the machine is shared
 @given(data_st)
 def test_chunk_file_equals_buffer(data: bytes) -> None:
     assert list(chunk_file(io.BytesIO(data), TINY)) == _spans(data)
 
 
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)
 @given(st.integers(0, 2**32), st.integers(40_000, 100_000), st.integers(0, 300))
 def test_edit_changes_only_nearby_boundaries(seed: int, size: int, ins: int) -> None:
     """Inserting bytes in the middle leaves the cuts well before and well after it alone."""

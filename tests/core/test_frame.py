@@ -7,7 +7,7 @@ import random
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cairn.core import frame, ids
@@ -50,6 +50,7 @@ def test_round_trip(level: int | None, key: DataKey | None, data: bytes) -> None
         assert data[:16] not in f[frame.HEADER_SIZE :] or len(data) < 16
 
 
+@settings(deadline=None)  # no timing assertions; the machine is shared
 @given(st.binary(max_size=3000), st.sampled_from(COMBOS))
 def test_round_trip_any_bytes(data: bytes, combo: tuple[int | None, DataKey | None]) -> None:
     cid, f = _encode(data, *combo)
@@ -210,6 +211,7 @@ def test_plain_frame_needs_the_dedupe_key() -> None:
         frame.decode(f, cid)
 
 
+@settings(deadline=None)  # no timing assertions; the machine is shared
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_never_decode(junk: bytes) -> None:
     cid = ids.chunk_id(DEDUPE, junk)
@@ -217,6 +219,7 @@ def test_arbitrary_bytes_never_decode(junk: bytes) -> None:
         _decode(junk, cid)
 
 
+@settings(deadline=None)  # no timing assertions; the machine is shared
 @given(st.binary(max_size=100))
 def test_arbitrary_bytes_after_a_valid_header_never_decode(junk: bytes) -> None:
     cid, f = _encode(TEXT, 3, KEY)

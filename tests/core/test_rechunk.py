@@ -117,7 +117,7 @@ def _file(draw: st.DrawFn) -> bytes:
     return b"".join(parts)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_equals_chunking_from_scratch(data: st.DataObject) -> None:
     old = _file(data.draw)
@@ -126,7 +126,7 @@ def test_equals_chunking_from_scratch(data: st.DataObject) -> None:
     _check(old, edits, fill, TINY)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.integers(0, 2**32), st.integers(0, 40_000), st.data())
 def test_work_is_proportional_to_the_edits(seed: int, size: int, data: st.DataObject) -> None:
     """On random (CDC-friendly) data, bytes read stay within edits + (2 x edits + 2) x max."""
@@ -224,7 +224,7 @@ def test_truncating_one_byte_past_a_cut_rechunks_the_chunk_before() -> None:
     assert list(chunk_buffer(old[:keep], TINY))[-1] != (o, n)  # the case is real
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(
     st.integers(0, 2**32),
     st.integers(0, 30_000),
