@@ -268,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # a bug: still one line for the operator; CAIRN_DEBUG=1 for more
+        if os.environ.get("CAIRN_DEBUG"):
+            raise
+        print(f"cairn-server: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
