@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyfuse3
 import trio
@@ -64,7 +64,9 @@ class FileOps:
     _readahead: set[bytes]
     _nursery: trio.Nursery | None
 
-    def _node(self, ino: int) -> Node: ...  # provided by Operations
+    if TYPE_CHECKING:
+
+        def _node(self, ino: int) -> Node: ...  # provided by Operations
 
     # --- chunks ---------------------------------------------------------------------------
 

@@ -1,10 +1,16 @@
 """The drive's pyfuse3 ``Operations``: POSIX on top of the local state, cache and staging.
 
+This module holds attributes, directories, xattrs, statfs and remote-change handling; the
+name handlers are in ``fs/tree.py`` and the file content handlers in ``fs/files.py``
+(mixins). Errors become errno values in ``fs/errmap.py`` only.
+
 Construction (by the mount runner, ``fs/mount.py``)::
 
     ops = Operations(store, cache, source, dedupe_key=...)  # staging: <db dir>/../staging
     ops.mounted = True            # after pyfuse3.init(); enables kernel invalidation
-    nursery.start_soon(ops.run)   # optional: background readahead
+    await nursery.start(ops.run)  # background framing of streamed writes + readahead
+    ...
+    await ops.seal_all()          # before unmount (then cancel ops.run)
 
 Mount options the runner must pass to ``pyfuse3.init``: ``default_permissions`` (the kernel
 checks modes and owners; this class does no permission checks), ``fsname=cairn``,
@@ -53,7 +59,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import stat
 import time
 from collections.abc import Iterable, Iterator
@@ -66,35 +71,27 @@ import trio
 from cairn.core import errors as E
 from cairn.core import wire
 from cairn.core.chunker import DEFAULT, Params
-from cairn.core.names import MAX_NAME_BYTES, check_name
-from cairn.core.wire import Blocklist
+from cairn.core.names import MAX_NAME_BYTES
 
 from .blocks import PlainLRU
 from .cache import ChunkCache, ChunkSource
 from .durable import GroupSync
-from .errmap import NameTooLong, NoAttribute, NotSupported, translate
+from .errmap import NoAttribute, NotSupported, translate
 from .files import FileOps
 from .staging import FileContent
-from .store import ROOT_INO, Changes, Node, Store, new_node_id, new_op_id
+from .store import ROOT_INO, Changes, Node, Store, new_op_id
+from .tree import TreeOps, check_child_name
 
 log = logging.getLogger("cairn.fs.ops")
 
 _TYPE_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
-_EXCHANGE_PREFIX = ".cairn-exchange-"
 
 
 def _now() -> int:
     return time.time_ns()
 
 
-def _name(raw: bytes) -> str:
-    if len(raw) > MAX_NAME_BYTES:
-        raise NameTooLong(f"name is {len(raw)} bytes, at most {MAX_NAME_BYTES}")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise E.InvalidName("name is not valid UTF-8") from None
-    return check_name(text)
+_name = check_child_name
 
 
 def _xname(raw: bytes) -> str:
@@ -107,7 +104,7 @@ def _xname(raw: bytes) -> str:
     return name
 
 
-class Operations(FileOps, pyfuse3.Operations):
+class Operations(TreeOps, FileOps, pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
 
@@ -209,13 +206,6 @@ class Operations(FileOps, pyfuse3.Operations):
         a.st_ctime_ns = max(node.ctime_ns, mtime)
         return a
 
-    def _new_node(self, txn: Any, kind: str, mode: int, ctx: Any, now: int) -> Node:
-        return Node(txn.alloc_ino(), new_node_id(), kind, mode & 0o7777, ctx.uid, ctx.gid, now, now)
-
-    def _check_free(self, parent: int, name: str) -> None:
-        if self.store.lookup(parent, name) is not None:
-            raise E.AlreadyExists(f"{name!r} exists")
-
     # --- attributes -----------------------------------------------------------------------
 
     @translate
@@ -273,211 +263,6 @@ class Operations(FileOps, pyfuse3.Operations):
             txn.outbox_append(wire.Setattr(new_op_id(), node.id, mode=mode, mtime_ns=mtime))
         txn.commit()
         return self._attr(node)
-
-    # --- names ----------------------------------------------------------------------------
-
-    @translate
-    async def mkdir(
-        self, parent_inode: int, name: bytes, mode: int, ctx: Any
-    ) -> pyfuse3.EntryAttributes:
-        parent = self._dir(parent_inode)
-        text = _name(name)
-        self._check_free(parent_inode, text)
-        now = _now()
-        txn = self.store.txn()
-        node = self._new_node(txn, "dir", mode, ctx, now)
-        txn.add_name(node, parent_inode, text)
-        txn.put_node(node)
-        txn.outbox_append(wire.Mkdir(new_op_id(), node.id, parent.id, text, node.mode, now))
-        txn.commit()
-        return self._attr(node)
-
-    @translate
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
-                      ctx: Any) -> pyfuse3.EntryAttributes:  # fmt: skip
-        parent = self._dir(parent_inode)
-        text = _name(name)
-        try:
-            tgt = target.decode("utf-8")
-        except UnicodeDecodeError:
-            raise E.InvalidArgument("symlink target is not UTF-8") from None
-        if not tgt or len(target) > wire.MAX_TARGET:
-            raise NameTooLong("symlink target too long") if tgt else E.NotFound("empty target")
-        self._check_free(parent_inode, text)
-        now = _now()
-        txn = self.store.txn()
-        node = self._new_node(txn, "symlink", 0o777, ctx, now)
-        node.target = tgt
-        node.size = len(target)
-        txn.add_name(node, parent_inode, text)
-        txn.put_node(node)
-        txn.outbox_append(wire.Symlink(new_op_id(), node.id, parent.id, text, tgt, now))
-        txn.commit()
-        return self._attr(node)
-
-    @translate
-    async def readlink(self, inode: int, ctx: Any = None) -> bytes:
-        node = self._node(inode)
-        if node.type != "symlink":
-            raise E.InvalidArgument("not a symlink")
-        return (node.target or "").encode()
-
-    @translate
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
-                    ctx: Any) -> pyfuse3.EntryAttributes:  # fmt: skip
-        if not stat.S_ISREG(mode):
-            raise E.PermissionDenied("the drive holds only files, directories and symlinks")
-        fi, attr = await self.create(parent_inode, name, mode, os.O_WRONLY, ctx)
-        await self.release(fi.fh)
-        return attr
-
-    @translate
-    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
-                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:  # fmt: skip
-        parent = self._dir(parent_inode)
-        text = _name(name)
-        self._check_free(parent_inode, text)
-        now = _now()
-        txn = self.store.txn()
-        node = self._new_node(txn, "file", mode, ctx, now)
-        txn.add_name(node, parent_inode, text)
-        txn.put_node(node)
-        txn.put_blocklist(node.ino, Blocklist())
-        txn.outbox_append(
-            wire.Create(new_op_id(), node.id, parent.id, text, node.mode, now, Blocklist())
-        )
-        txn.commit()
-        content = self._content(node)
-        content.opens += 1
-        self._kernel_seen[node.ino] = (0, now)
-        return pyfuse3.FileInfo(fh=node.ino), self._attr(node)
-
-    @translate
-    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
-                   ctx: Any) -> pyfuse3.EntryAttributes:  # fmt: skip
-        node = self._node(inode)
-        if node.type == "dir":
-            raise E.PermissionDenied("hard links to directories are not allowed")
-        parent = self._dir(new_parent_inode)
-        text = _name(new_name)
-        self._check_free(new_parent_inode, text)
-        txn = self.store.txn()
-        txn.add_name(node, new_parent_inode, text)
-        node.ctime_ns = _now()
-        txn.put_node(node)
-        txn.outbox_append(wire.Link(new_op_id(), node.id, parent.id, text))
-        txn.commit()
-        return self._attr(node)
-
-    def _remove_name(self, txn: Any, node: Node, parent: Node, name: str) -> None:
-        """Unlink one name (caller checked types); the node goes when its last name does and
-        no handle holds it open (then at release)."""
-        txn.remove_name(node, parent.ino, name)
-        base = node.base_rev if node.base_rev > 0 and node.type == "file" else None
-        txn.outbox_append(wire.Unlink(new_op_id(), node.id, parent.id, name, base))
-        if not node.names and node.ino not in self._files:
-            txn.drop_node(node)
-        else:
-            node.ctime_ns = _now()
-            txn.put_node(node)
-
-    @translate
-    async def unlink(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
-        parent = self._dir(parent_inode)
-        node = self._child(parent_inode, _name(name))
-        if node.type == "dir":
-            raise E.IsADirectory("unlink of a directory")
-        txn = self.store.txn()
-        self._remove_name(txn, node, parent, _name(name))
-        txn.commit()
-
-    @translate
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
-        parent = self._dir(parent_inode)
-        node = self._child(parent_inode, _name(name))
-        if node.type != "dir":
-            raise E.NotADirectory("rmdir of a non-directory")
-        if self.store.has_children(node.ino):
-            raise E.DirectoryNotEmpty("directory not empty")
-        txn = self.store.txn()
-        self._remove_name(txn, node, parent, _name(name))
-        txn.commit()
-
-    def _is_within(self, ino: int, ancestor: int) -> bool:
-        """True when directory ``ino`` is ``ancestor`` or below it (bounded walk up)."""
-        for _ in range(4096):
-            if ino == ancestor:
-                return True
-            node = self.store.node(ino)
-            if node is None or not node.names:
-                return False
-            ino = node.names[0][0]
-        return True  # absurdly deep: refuse the move rather than risk a cycle
-
-    @translate
-    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
-                     name_new: bytes, flags: int, ctx: Any = None) -> None:  # fmt: skip
-        noreplace = bool(flags & pyfuse3.RENAME_NOREPLACE)
-        exchange = bool(flags & pyfuse3.RENAME_EXCHANGE)
-        if flags & ~(pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE) or (
-            noreplace and exchange
-        ):
-            raise E.InvalidArgument("unsupported rename flags")
-        old_parent, new_parent = self._dir(parent_inode_old), self._dir(parent_inode_new)
-        old, new = _name(name_old), _name(name_new)
-        src = self._child(parent_inode_old, old)
-        dst_ino = self.store.lookup(parent_inode_new, new)
-        dst = None if dst_ino is None else self._node(dst_ino)
-        if src.type == "dir" and self._is_within(parent_inode_new, src.ino):
-            raise E.InvalidArgument("cannot move a directory into itself")
-        if exchange:
-            if dst is None:
-                raise E.NotFound(f"{new!r} not found")
-            if dst.type == "dir" and self._is_within(parent_inode_old, dst.ino):
-                raise E.InvalidArgument("cannot move a directory into itself")
-            self._exchange(src, old_parent, old, dst, new_parent, new)
-            return
-        if dst is not None and dst.ino == src.ino:
-            return  # two names of one node: POSIX says do nothing
-        if dst is not None:
-            if noreplace:
-                raise E.AlreadyExists(f"{new!r} exists")
-            if src.type == "dir" and dst.type != "dir":
-                raise E.NotADirectory(f"{new!r} is not a directory")
-            if src.type != "dir" and dst.type == "dir":
-                raise E.IsADirectory(f"{new!r} is a directory")
-            if dst.type == "dir" and self.store.has_children(dst.ino):
-                raise E.DirectoryNotEmpty(f"{new!r} is not empty")
-        txn = self.store.txn()
-        if dst is not None:
-            txn.remove_name(dst, parent_inode_new, new)
-            if not dst.names and dst.ino not in self._files:
-                txn.drop_node(dst)
-            else:
-                txn.put_node(dst)
-        txn.remove_name(src, parent_inode_old, old)
-        txn.add_name(src, parent_inode_new, new)
-        src.ctime_ns = _now()
-        txn.put_node(src)
-        txn.outbox_append(wire.Rename(new_op_id(), src.id, old_parent.id, old, new_parent.id, new,
-                                      replace=dst is not None))  # fmt: skip
-        txn.commit()
-
-    def _exchange(self, a: Node, pa: Node, na: str, b: Node, pb: Node, nb: str) -> None:
-        txn = self.store.txn()
-        txn.remove_name(a, pa.ino, na)
-        txn.remove_name(b, pb.ino, nb)
-        txn.add_name(a, pb.ino, nb)
-        txn.add_name(b, pa.ino, na)
-        now = _now()
-        a.ctime_ns = b.ctime_ns = now
-        txn.put_node(a)
-        txn.put_node(b)
-        tmp = _EXCHANGE_PREFIX + new_op_id()
-        txn.outbox_append(wire.Rename(new_op_id(), b.id, pb.id, nb, pb.id, tmp))
-        txn.outbox_append(wire.Rename(new_op_id(), a.id, pa.id, na, pb.id, nb))
-        txn.outbox_append(wire.Rename(new_op_id(), b.id, pb.id, tmp, pa.id, na))
-        txn.commit()
 
     # --- directories ----------------------------------------------------------------------
 

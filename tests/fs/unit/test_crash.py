@@ -35,7 +35,8 @@ def run_writer_until_synced_then_kill(tmp_path: Path, key: DataKey) -> None:
         line = proc.stdout.readline()  # b"" if it died
         assert line == b"synced\n", proc.stderr.read().decode() if proc.poll() is not None else line
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=DEADLINE_S)
         proc.stdin.close()
         proc.stdout.close()
