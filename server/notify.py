@@ -32,12 +32,14 @@ class Subscription:
         self._notifier = notifier
         self.namespaces = frozenset(namespaces)
         self._pending: dict[int, int] = {}
+        self._high: dict[int, int] = {}
         self._event = asyncio.Event()
         self.closed = False
 
     def _offer(self, ns: int, seq: int) -> None:
-        if seq > self._pending.get(ns, -1):
-            self._pending[ns] = seq
+        # _high drops repeats and stale hints (a NOTIFY echo, out-of-order delivery).
+        if seq > self._high.get(ns, -1):
+            self._high[ns] = self._pending[ns] = seq
             self._event.set()
 
     def _close(self) -> None:
@@ -107,19 +109,30 @@ class LocalNotifier:
 
 
 class PostgresNotifier(LocalNotifier):
-    """LISTEN/NOTIFY across server processes sharing one PostgreSQL database."""
+    """LISTEN/NOTIFY across server processes sharing one PostgreSQL database.
+
+    One dedicated asyncpg connection both listens and notifies; a lock serializes the
+    NOTIFYs (an asyncpg connection runs one query at a time). A broken connection never
+    fails the commit that is publishing: the hint is dropped with a warning (clients still
+    poll slowly) and the next publish reconnects.
+    """
 
     def __init__(self, database_url: str) -> None:
         super().__init__()
         # asyncpg wants a plain postgresql:// DSN, not SQLAlchemy's dialect-qualified URL.
         self._dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
         self._conn: Any = None
+        self._lock = asyncio.Lock()
 
-    async def start(self) -> None:
+    async def _connect(self) -> None:
         import asyncpg  # only needed on this path
 
-        self._conn = await asyncpg.connect(self._dsn)
-        await self._conn.add_listener(CHANNEL, self._heard)
+        conn = await asyncpg.connect(self._dsn, timeout=10)
+        await conn.add_listener(CHANNEL, self._heard)
+        self._conn = conn
+
+    async def start(self) -> None:
+        await self._connect()
 
     def _heard(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         ns_text, _, seq_text = payload.partition(":")
@@ -130,16 +143,30 @@ class PostgresNotifier(LocalNotifier):
 
     async def publish(self, ns: int, seq: int) -> None:
         # Our own NOTIFY comes back through _heard as well; delivering locally first keeps
-        # this process's listeners fast and the duplicate is dropped by the seq check.
+        # this process's listeners fast, and subscriptions drop the duplicate (same seq).
         self.deliver(ns, seq)
-        if self._conn is not None:
-            await self._conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{ns}:{seq}")
+        if self._closed:
+            return
+        async with self._lock:
+            try:
+                if self._conn is None or self._conn.is_closed():
+                    await self._connect()
+                await self._conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{ns}:{seq}")
+            except Exception as exc:  # asyncpg raises many unrelated types; hints are advisory
+                log.warning("hint for ns %s not sent to other processes: %s", ns, exc)
+                await self._drop()
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
 
     async def close(self) -> None:
         await super().close()
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await conn.close()
+        async with self._lock:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                await conn.close(timeout=5)
 
 
 def make_notifier(backend: str, database_url: str) -> LocalNotifier:

@@ -116,3 +116,54 @@ def test_long_poll_rejects_bad_params(srv, params) -> None:  # type: ignore[no-u
     a = login(srv, "alice", "a")
     r = a.http.get("/api/v1/hints/poll", params=params)
     assert r.status_code == 400 and r.json()["error"] == "invalid_argument"
+
+
+def test_hints_cross_processes_through_postgres(server_factory) -> None:  # type: ignore[no-untyped-def]
+    """Two server processes on one PostgreSQL database: a commit on one wakes a poll on the
+    other (LISTEN/NOTIFY)."""
+    hints = {"hints": {"backend": "postgres"}}
+    one = server_factory(config=hints)
+    if one.database_url is None:
+        pytest.skip("LISTEN/NOTIFY needs PostgreSQL")
+    two = server_factory(database_url=one.database_url, config=hints)
+    one.add_user("alice", "a")
+    a = login(one, "alice", "a")
+    feed = a.http.get("/api/v1/changes", params={"limit": 1000}).json()
+    assert feed["has_more"] is False
+    answer: dict = {}
+
+    def poll() -> None:
+        with httpx.Client(base_url=two.url, timeout=60) as http:
+            r = http.get(
+                "/api/v1/hints/poll",
+                params={"cursor": feed["cursor"], "timeout": "30"},
+                headers={"Authorization": f"Bearer {a.token}"},
+            )
+            answer.update(r.json(), status=r.status_code)
+
+    t = threading.Thread(target=poll)
+    t.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not _polls_waiting(two):
+        time.sleep(0.02)
+    res = a.commit(mkdir(a.root, "from-one"))[0]
+    t.join(45)
+    assert not t.is_alive()
+    assert answer["status"] == 200 and answer["changed"] is True
+    assert answer["ns"][str(a.ns)] >= res["seq"]
+
+
+@pytest.mark.asyncio
+async def test_shutdown_closes_hint_sockets(server_factory) -> None:  # type: ignore[no-untyped-def]
+    srv = server_factory()
+    srv.add_user("alice", "a")
+    a = login(srv, "alice", "a")
+    async with ClientSession() as http:
+        url = srv.url + "/api/v1/hints/ws"
+        async with http.ws_connect(url, headers={"Authorization": f"Bearer {a.token}"}) as ws:
+            await _next_hint(ws, 10)
+            status = await asyncio.to_thread(srv.stop)
+            msg = await ws.receive(timeout=10)
+            assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
+            assert ws.close_code == 1001
+    assert status == 0
