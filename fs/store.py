@@ -11,6 +11,8 @@ Keys (``ino`` and ``seq`` are 8-byte big-endian so RocksDB's order is numeric or
                            stay valid while entries come and go
     o seq                  outbox entry (JSON: the op's wire form)
     m key                  metadata: next ino, cursor
+    z ino                  a node with no names left, kept while a handle had it open;
+                           dropped at release, or at the next open after a crash
 
 Contracts
 - Inode 1 is the home namespace's root node; its node id is given to :meth:`Store.open`.
@@ -58,7 +60,7 @@ from cairn.core.wire import Blocklist
 
 ROOT_INO = 1
 _U64 = struct.Struct(">Q")
-_N, _B, _I, _D, _O, _M = b"n", b"b", b"i", b"d", b"o", b"m"
+_N, _B, _I, _D, _O, _M, _Z = b"n", b"b", b"i", b"d", b"o", b"m", b"z"
 _NEXT_INO = _M + b"next_ino"
 _CURSOR = _M + b"cursor"
 
@@ -186,12 +188,15 @@ class Txn:
     def put_node(self, node: Node) -> None:
         self.put(_k(_N, node.ino), node.encode())
         self.put(_I + bytes.fromhex(node.id), _U64.pack(node.ino))
+        if not node.names and node.ino != ROOT_INO:
+            self.put(_k(_Z, node.ino), b"")
 
     def drop_node(self, node: Node) -> None:
         """Forget a node entirely (its names must already be gone)."""
         self.delete(_k(_N, node.ino))
         self.delete(_k(_B, node.ino))
         self.delete(_I + bytes.fromhex(node.id))
+        self.delete(_k(_Z, node.ino))
 
     def blocklist(self, ino: int) -> Blocklist:
         raw = self.get(_k(_B, ino))
@@ -283,7 +288,19 @@ class Store:
             txn.put_node(Node(ROOT_INO, root_id, "dir", 0o755, os.getuid() if uid is None else uid,
                               os.getgid() if gid is None else gid, now, now, base_rev=1))  # fmt: skip
             txn.commit(sync=True)
+        store._drop_orphans()
         return store
+
+    def _drop_orphans(self) -> None:
+        """Drop nodes whose last name went while open, left by a crash before release."""
+        txn = self.txn()
+        for key, _ in self._scan(_Z, _Z):
+            node = txn.node(_U64.unpack(key[1:])[0])
+            if node is not None and not node.names:
+                txn.drop_node(node)
+            else:
+                txn.delete(key)
+        txn.commit()
 
     def close(self) -> None:
         self.db.close()

@@ -95,3 +95,18 @@ def test_apply_remote_moves_names_and_respects_local_pending(tmp_path: Path) -> 
     store.apply_remote([remote(x, [], 3, deleted=True)])
     assert store.ino_of(x) is None and store.lookup(ROOT_INO, "a") == yi
     store.close()
+
+
+def test_nameless_open_node_is_dropped_at_next_open(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "db", ROOT_ID)
+    node = add_file(store, ROOT_INO, "gone", queue=False)
+    txn = store.txn()
+    txn.remove_name(node, ROOT_INO, "gone")
+    txn.put_node(node)  # what unlink does while a handle holds the file open
+    txn.commit()
+    assert store.node(node.ino) is not None
+    store.close()  # "crash": no release ever came
+    store = Store.open(tmp_path / "db", ROOT_ID)
+    assert store.node(node.ino) is None and store.ino_of(node.id) is None
+    assert store.node(ROOT_INO) is not None
+    store.close()
