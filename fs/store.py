@@ -441,70 +441,7 @@ class Store:
 
     def apply_remote(self, entries: Iterable[wire.Node], *, cursor: str | None = None,
                      uid: int | None = None, gid: int | None = None) -> Changes:  # fmt: skip
-        """Apply changes-feed nodes (in feed order) in ONE WriteBatch, with ``cursor``.
+        """Apply changes-feed nodes in ONE WriteBatch with ``cursor``; see ``fs/remote.py``."""
+        from .remote import apply_remote
 
-        Each node replaces what was known of it: attributes, blocklist and its whole set of
-        names. An old name is removed only if its dirent still points at this node; a name
-        held by another node moves to this one (that node's own newer entry comes later in
-        the feed). Parents not seen yet get an ino at once (their record follows).
-        Nodes with unpushed local edits (``pending``) are left alone and listed in
-        ``Changes.kept_local``; a name held by such a node is not taken from it either.
-        """
-        uid = os.getuid() if uid is None else uid
-        gid = os.getgid() if gid is None else gid
-        txn = self.txn()
-        ch = Changes()
-        for rn in entries:
-            ino = txn.ino_of(rn.id)
-            if self.pending(rn.id):
-                ch.kept_local.append(rn.id)
-                continue
-            old = None if ino is None else txn.node(ino)
-            if rn.deleted:
-                if old is not None:
-                    for p, n in list(old.names):
-                        txn.remove_name(old, p, n)
-                        ch.entries.add((p, n))
-                    txn.drop_node(old)
-                    ch.inodes.add(old.ino)
-                continue
-            ino = txn.map_ino(rn.id) if ino is None else ino
-            now = time.time_ns()
-            node = old or Node(ino, rn.id, rn.type, rn.mode, uid, gid, rn.mtime_ns, now)
-            want = [(txn.map_ino(p), n) for p, n in rn.names]
-            for p, n in list(node.names):
-                if (p, n) not in want:
-                    txn.remove_name(node, p, n)
-                    ch.entries.add((p, n))
-            for p, n in want:
-                holder = txn.lookup(p, n)
-                if holder == ino:
-                    continue
-                if holder is not None:
-                    other = txn.node(holder)
-                    if other is not None and self.pending(other.id):
-                        ch.kept_local.append(other.id)
-                        continue
-                    if other is not None:
-                        txn.remove_name(other, p, n)
-                        txn.put_node(other)
-                        ch.inodes.add(other.ino)
-                txn.add_name(node, p, n)
-                ch.entries.add((p, n))
-            content_changed = old is None or old.size != rn.size
-            if rn.type == "file" and rn.blocklist is not None:
-                if txn.blocklist(ino) != rn.blocklist:
-                    content_changed = True
-                    txn.put_blocklist(ino, rn.blocklist)
-                node.alloc = sum(n for cid, n in rn.blocklist if cid is not None)
-            node.type, node.mode, node.mtime_ns, node.size = rn.type, rn.mode, rn.mtime_ns, rn.size
-            node.target, node.xattrs, node.base_rev, node.ctime_ns = (
-                rn.target, dict(rn.xattrs), rn.rev, now)  # fmt: skip
-            txn.put_node(node)
-            ch.inodes.add(ino)
-            if content_changed and old is not None:
-                ch.content.add(ino)
-        if cursor is not None:
-            txn.put(_CURSOR, cursor.encode())
-        txn.commit()
-        return ch
+        return apply_remote(self, entries, cursor=cursor, uid=uid, gid=gid)
