@@ -25,7 +25,6 @@ from .store import _CURSOR, Changes, Node, Store
 
 def apply_remote(store: Store, entries: Iterable[wire.Node], *, cursor: str | None = None,
                  uid: int | None = None, gid: int | None = None) -> Changes:  # fmt: skip
-
     uid = os.getuid() if uid is None else uid
     gid = os.getgid() if gid is None else gid
     txn = store.txn()
