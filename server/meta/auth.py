@@ -12,12 +12,11 @@ import os
 import re
 import time
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cairn.core.errors import AlreadyExists, InvalidArgument, NotFound
 
-from .db import Database
 from .models import Device, User
 from .schema import devices, journal, namespaces, nodes, users
 
@@ -73,96 +72,81 @@ def _user(row) -> User:  # type: ignore[no-untyped-def]
                 row.created_ns)  # fmt: skip
 
 
-async def add_user(db: Database, name: str, password_hash: str, quota: int | None) -> User:
+def add_user(conn: Connection, name: str, password_hash: str, quota: int | None) -> User:
     check_user_name(name)
     _check_quota(quota)
     now = time.time_ns()
     root = os.urandom(16).hex()
     try:
-        async with db.write() as conn:
-            user_id = (
-                await conn.execute(
-                    insert(users)
-                    .values(
-                        name=name, password_hash=password_hash, quota=quota, created_ns=now
-                    )  # fmt: skip
-                    .returning(users.c.id)
-                )
-            ).scalar_one()
-            ns = (
-                await conn.execute(
-                    insert(namespaces)
-                    .values(
-                        owner_id=user_id,
-                        kind="home",
-                        name="home",
-                        root=root,
-                        seq=1,
-                        used=0,
-                        created_ns=now,
-                    )  # fmt: skip
-                    .returning(namespaces.c.id)
-                )
-            ).scalar_one()
-            await conn.execute(
-                insert(nodes).values(
-                    id=root,
-                    ns=ns,
-                    type="dir",
-                    mode=0o755,
-                    mtime_ns=now,
-                    rev=1,
-                    size=0,
-                    used=0,
-                    target=None,
-                    deleted=False,
-                    seq=1,
-                )  # fmt: skip
-            )
-            await conn.execute(
-                insert(journal).values(
-                    ns=ns, seq=1, node=root, op="mkroot", device_id=None, created_ns=now
-                )  # fmt: skip
-            )
-            await conn.execute(update(users).where(users.c.id == user_id).values(home_ns=ns))
+        user_id = conn.execute(
+            insert(users)
+            .values(name=name, password_hash=password_hash, quota=quota, created_ns=now)
+            .returning(users.c.id)
+        ).scalar_one()
     except IntegrityError:
         raise AlreadyExists(f"user {name!r} already exists") from None
+    ns = conn.execute(
+        insert(namespaces)
+        .values(
+            owner_id=user_id, kind="home", name="home", root=root, seq=1, used=0, created_ns=now
+        )  # fmt: skip
+        .returning(namespaces.c.id)
+    ).scalar_one()
+    conn.execute(
+        insert(nodes).values(
+            id=root,
+            ns=ns,
+            type="dir",
+            mode=0o755,
+            mtime_ns=now,
+            rev=1,
+            size=0,
+            used=0,
+            target=None,
+            deleted=False,
+            seq=1,
+        )  # fmt: skip
+    )
+    conn.execute(
+        insert(journal).values(
+            ns=ns, seq=1, node=root, op="mkroot", device_id=None, created_ns=now
+        )  # fmt: skip
+    )
+    conn.execute(update(users).where(users.c.id == user_id).values(home_ns=ns))
     return User(user_id, name, password_hash, quota, ns, root, now)
 
 
-async def get_user(db: Database, name: str) -> User | None:
-    async with db.read() as conn:
-        row = (await conn.execute(_user_select().where(users.c.name == name))).first()
+_GET_USER = _user_select().where(users.c.name == bindparam("name"))
+_GET_USER_BY_ID = _user_select().where(users.c.id == bindparam("id"))
+
+
+def get_user(conn: Connection, name: str) -> User | None:
+    row = conn.execute(_GET_USER, {"name": name}).first()
     return None if row is None else _user(row)
 
 
-async def get_user_by_id(db: Database, user_id: int) -> User | None:
-    async with db.read() as conn:
-        row = (await conn.execute(_user_select().where(users.c.id == user_id))).first()
+def get_user_by_id(conn: Connection, user_id: int) -> User | None:
+    row = conn.execute(_GET_USER_BY_ID, {"id": user_id}).first()
     return None if row is None else _user(row)
 
 
-async def list_users(db: Database) -> list[User]:
-    async with db.read() as conn:
-        rows = await conn.execute(_user_select().order_by(users.c.name))
-        return [_user(r) for r in rows]
+def list_users(conn: Connection) -> list[User]:
+    return [_user(r) for r in conn.execute(_user_select().order_by(users.c.name))]
 
 
-async def set_password(db: Database, name: str, password_hash: str) -> None:
-    async with db.write() as conn:
-        res = await conn.execute(
-            update(users).where(users.c.name == name).values(password_hash=password_hash)
-        )
-        if res.rowcount == 0:
-            raise NotFound(f"no user {name!r}")
+def set_password(conn: Connection, name: str, password_hash: str) -> None:
+    res = conn.execute(
+        update(users).where(users.c.name == name).values(password_hash=password_hash)
+    )
+    if res.rowcount == 0:
+        raise NotFound(f"no user {name!r}")
 
 
-async def set_quota(db: Database, name: str, quota: int | None) -> None:
+def set_quota(conn: Connection, name: str, quota: int | None) -> None:
     _check_quota(quota)
-    async with db.write() as conn:
-        res = await conn.execute(update(users).where(users.c.name == name).values(quota=quota))
-        if res.rowcount == 0:
-            raise NotFound(f"no user {name!r}")
+    res = conn.execute(update(users).where(users.c.name == name).values(quota=quota))
+    if res.rowcount == 0:
+        raise NotFound(f"no user {name!r}")
 
 
 _DEVICE_COLUMNS = (
@@ -186,75 +170,58 @@ def _device_select():  # type: ignore[no-untyped-def]
     )
 
 
-async def add_device(db: Database, user_id: int, name: str, token_hash: bytes) -> Device:
+# Run on every authenticated request: built once, compiled once.
+_BY_TOKEN = _device_select().where(
+    devices.c.token_hash == bindparam("token"), devices.c.revoked.is_(False)
+)
+
+
+def add_device(conn: Connection, user_id: int, name: str, token_hash: bytes) -> Device:
     check_device_name(name)
     now = time.time_ns()
+    user_name = conn.execute(select(users.c.name).where(users.c.id == user_id)).scalar()
+    if user_name is None:
+        raise NotFound(f"no user with id {user_id}")
     try:
-        async with db.write() as conn:
-            user_name = (
-                await conn.execute(select(users.c.name).where(users.c.id == user_id))
-            ).scalar()
-            if user_name is None:
-                raise NotFound(f"no user with id {user_id}")
-            device_id = (
-                await conn.execute(
-                    insert(devices)
-                    .values(
-                        user_id=user_id,
-                        name=name,
-                        token_hash=token_hash,
-                        revoked=False,
-                        created_ns=now,
-                    )  # fmt: skip
-                    .returning(devices.c.id)
-                )
-            ).scalar_one()
+        device_id = conn.execute(
+            insert(devices)
+            .values(
+                user_id=user_id, name=name, token_hash=token_hash, revoked=False, created_ns=now
+            )  # fmt: skip
+            .returning(devices.c.id)
+        ).scalar_one()
     except IntegrityError:
         raise AlreadyExists("a device with this token already exists") from None
     return Device(device_id, user_id, user_name, name, False, now)
 
 
-async def device_by_token(db: Database, token_hash: bytes) -> Device | None:
-    async with db.read() as conn:
-        row = (
-            await conn.execute(
-                _device_select().where(
-                    devices.c.token_hash == token_hash, devices.c.revoked.is_(False)
-                )
-            )
-        ).first()
+def device_by_token(conn: Connection, token_hash: bytes) -> Device | None:
+    row = conn.execute(_BY_TOKEN, {"token": token_hash}).first()
     return None if row is None else _device(row)
 
 
-async def list_devices(db: Database, user_id: int) -> list[Device]:
-    async with db.read() as conn:
-        rows = await conn.execute(
-            _device_select().where(devices.c.user_id == user_id).order_by(devices.c.id)
-        )
-        return [_device(r) for r in rows]
+def list_devices(conn: Connection, user_id: int) -> list[Device]:
+    rows = conn.execute(_device_select().where(devices.c.user_id == user_id).order_by(devices.c.id))
+    return [_device(r) for r in rows]
 
 
-async def revoke_device(db: Database, user_id: int, device: str) -> int:
+def revoke_device(conn: Connection, user_id: int, device: str) -> int:
     """Revoke the user's live devices named ``device`` (or with that id); how many."""
     match = devices.c.name == device
     if device.isdigit():
         match = or_(match, devices.c.id == int(device))
-    async with db.write() as conn:
-        res = await conn.execute(
-            update(devices)
-            .where(devices.c.user_id == user_id, devices.c.revoked.is_(False), match)
-            .values(revoked=True)
+    res = conn.execute(
+        update(devices)
+        .where(devices.c.user_id == user_id, devices.c.revoked.is_(False), match)
+        .values(revoked=True)
+    )
+    return int(res.rowcount)
+
+
+def usage(conn: Connection, user_id: int) -> int:
+    total = conn.execute(
+        select(func.coalesce(func.sum(namespaces.c.used), 0)).where(
+            namespaces.c.owner_id == user_id
         )
-        return int(res.rowcount)
-
-
-async def usage(db: Database, user_id: int) -> int:
-    async with db.read() as conn:
-        total = (
-            await conn.execute(
-                select(func.coalesce(func.sum(namespaces.c.used), 0)).where(
-                    namespaces.c.owner_id == user_id
-                )
-            )
-        ).scalar()
+    ).scalar()
     return int(total or 0)

@@ -20,7 +20,7 @@ import binascii
 import json
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from cairn.core.errors import InvalidArgument
 
@@ -63,8 +63,8 @@ def check_limit(limit: Any) -> int:
     return limit
 
 
-async def changes_page(
-    conn: AsyncConnection, heads: dict[int, int], cursor: dict[int, int], limit: int
+def changes_page(
+    conn: Connection, heads: dict[int, int], cursor: dict[int, int], limit: int
 ) -> dict[str, Any]:
     """One page of the feed over the namespaces in ``heads`` (``{ns: current seq}``, read
     before the nodes, in the same connection)."""
@@ -83,7 +83,7 @@ async def changes_page(
             has_more = True
             continue
         rows = (
-            await conn.execute(
+            conn.execute(
                 select_nodes(True)
                 .where(nodes.c.ns == ns, nodes.c.seq > since)
                 .order_by(nodes.c.seq)
@@ -95,7 +95,7 @@ async def changes_page(
             state_from_row(r, None if r.blocklist is None else bytes(r.blocklist))
             for r in rows[:room]
         ]
-        await attach_names_xattrs(conn, states)
+        attach_names_xattrs(conn, states)
         entries.extend({"ns": ns, "seq": s.seq, "node": s.to_json()} for s in states)
         if more:
             has_more = True

@@ -22,8 +22,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, delete, insert, select, update
 
 from cairn.core import wire
 from cairn.core.errors import (
@@ -68,9 +67,7 @@ def _data_bytes(bl: wire.Blocklist) -> int:
 class Batch:
     """State of one commit transaction. Not shared between tasks."""
 
-    def __init__(
-        self, conn: AsyncConnection, user_id: int, device_id: int, ns: int, now: int
-    ) -> None:
+    def __init__(self, conn: Connection, user_id: int, device_id: int, ns: int, now: int) -> None:
         self.conn = conn
         self.user_id = user_id
         self.device_id = device_id
@@ -87,9 +84,9 @@ class Batch:
 
     # --- setup and teardown --------------------------------------------------------------
 
-    async def lock(self) -> None:
+    def lock(self) -> None:
         row = (
-            await self.conn.execute(
+            self.conn.execute(
                 select(namespaces.c.seq, namespaces.c.used, namespaces.c.owner_id)
                 .where(namespaces.c.id == self.ns)
                 .with_for_update()
@@ -97,20 +94,20 @@ class Batch:
         ).one()
         self.seq, self.used = row.seq, row.used
         self.quota = (
-            await self.conn.execute(select(users.c.quota).where(users.c.id == row.owner_id))
+            self.conn.execute(select(users.c.quota).where(users.c.id == row.owner_id))
         ).scalar()
         if self.quota is not None:
-            others = await self.conn.execute(
+            others = self.conn.execute(
                 select(namespaces.c.used).where(
                     namespaces.c.owner_id == row.owner_id, namespaces.c.id != self.ns
                 )
             )
             self.other_used = sum(r[0] for r in others)
 
-    async def stored_results(self, op_ids: list[str]) -> dict[str, dict[str, Any]]:
+    def stored_results(self, op_ids: list[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         for part in batched(op_ids):
-            rows = await self.conn.execute(
+            rows = self.conn.execute(
                 select(op_results.c.op_id, op_results.c.result).where(
                     op_results.c.device_id == self.device_id, op_results.c.op_id.in_(part)
                 )
@@ -118,7 +115,7 @@ class Batch:
             found.update((op_id, json.loads(result)) for op_id, result in rows)
         return found
 
-    async def preload(self, ops: list[wire.Op]) -> None:
+    def preload(self, ops: list[wire.Op]) -> None:
         ids: list[str] = []
         for op in ops:
             ids.append(op.node)
@@ -126,27 +123,27 @@ class Batch:
                 value = getattr(op, attr, None)
                 if value is not None:
                     ids.append(value)
-        found = await load_nodes(self.conn, ids)
+        found = load_nodes(self.conn, ids)
         for node_id in ids:
             self.cache[node_id] = found.get(node_id)
 
-    async def finish(self) -> None:
+    def finish(self) -> None:
         c = self.conn
         if self.journal_rows:
-            await c.execute(insert(journal), self.journal_rows)
+            c.execute(insert(journal), self.journal_rows)
         if self.result_rows:
-            await c.execute(insert(op_results), self.result_rows)
+            c.execute(insert(op_results), self.result_rows)
         by_delta: dict[int, list[bytes]] = {}
         for cid, n in self.refs.items():
             by_delta.setdefault(n, []).append(cid)
         for delta, ids in by_delta.items():
             for part in batched(ids):
-                await c.execute(
+                c.execute(
                     update(chunks)
                     .where(chunks.c.id.in_(part))
                     .values(refcount=chunks.c.refcount + delta)
                 )
-        await c.execute(
+        c.execute(
             update(namespaces)
             .where(namespaces.c.id == self.ns)
             .values(seq=self.seq, used=self.used)
@@ -154,47 +151,47 @@ class Batch:
 
     # --- lookups -------------------------------------------------------------------------
 
-    async def get(self, node_id: str) -> NodeState | None:
+    def get(self, node_id: str) -> NodeState | None:
         """The node if it exists in this namespace (deleted or not)."""
         if node_id not in self.cache:
-            self.cache[node_id] = (await load_nodes(self.conn, [node_id])).get(node_id)
+            self.cache[node_id] = (load_nodes(self.conn, [node_id])).get(node_id)
         state = self.cache[node_id]
         return state if state is not None and state.ns == self.ns else None
 
-    async def existing(self, node_id: str) -> NodeState:
-        state = await self.get(node_id)
+    def existing(self, node_id: str) -> NodeState:
+        state = self.get(node_id)
         if state is None:
             raise NotFound(f"node {node_id} not found")
         if state.deleted:
             raise _conflict("deleted", state)
         return state
 
-    async def directory(self, node_id: str, what: str) -> NodeState:
-        state = await self.get(node_id)
+    def directory(self, node_id: str, what: str) -> NodeState:
+        state = self.get(node_id)
         if state is None or state.deleted:
             raise NotFound(f"{what} {node_id} not found")
         if state.type != "dir":
             raise NotADirectory(f"{what} {node_id} is not a directory")
         return state
 
-    async def check_free(self, parent: str, name: str) -> None:
-        holder = await child_id(self.conn, self.ns, parent, name)
+    def check_free(self, parent: str, name: str) -> None:
+        holder = child_id(self.conn, self.ns, parent, name)
         if holder is not None:
-            raise _conflict("name_taken", await self.get(holder))
+            raise _conflict("name_taken", self.get(holder))
 
-    async def check_new_id(self, node_id: str) -> None:
+    def check_new_id(self, node_id: str) -> None:
         if node_id not in self.cache:
-            await self.get(node_id)
+            self.get(node_id)
         if self.cache[node_id] is not None:
             raise AlreadyExists(f"node id {node_id} already exists")
 
-    async def has_children(self, dir_id: str) -> bool:
-        row = await self.conn.execute(
+    def has_children(self, dir_id: str) -> bool:
+        row = self.conn.execute(
             select(names.c.node).where(names.c.ns == self.ns, names.c.parent == dir_id).limit(1)
         )
         return row.first() is not None
 
-    async def is_within(self, ancestor: str, node_id: str) -> bool:
+    def is_within(self, ancestor: str, node_id: str) -> bool:
         """True if ``node_id`` is ``ancestor`` or lies below it (directories have one name)."""
         current: str | None = node_id
         for _ in range(MAX_DEPTH):
@@ -203,16 +200,14 @@ class Batch:
             if current == ancestor:
                 return True
             current = (
-                await self.conn.execute(
-                    select(names.c.parent).where(names.c.node == current).limit(1)
-                )
+                self.conn.execute(select(names.c.parent).where(names.c.node == current).limit(1))
             ).scalar()
         raise InvalidArgument(f"directory tree deeper than {MAX_DEPTH}")
 
-    async def check_content(self, bl: wire.Blocklist, delta: int) -> None:
+    def check_content(self, bl: wire.Blocklist, delta: int) -> None:
         ids = bl.chunk_ids()
         if ids:
-            present = await referenced_by(self.conn, self.user_id, ids)
+            present = referenced_by(self.conn, self.user_id, ids)
             missing = [cid.hex() for cid in ids if cid not in present]
             if missing:
                 raise _Refused({"status": "missing_chunks", "missing": missing})
@@ -236,36 +231,34 @@ class Batch:
         )  # fmt: skip
         return self.seq
 
-    async def save(self, state: NodeState, kind: str, **values: Any) -> None:
+    def save(self, state: NodeState, kind: str, **values: Any) -> None:
         """Allocate a seq for ``state`` and write ``values`` plus the seq to its row."""
         self.bump(state, kind)
-        await self.conn.execute(
+        self.conn.execute(
             update(nodes).where(nodes.c.id == state.id).values(seq=state.seq, **values)
         )
 
-    async def insert_node(self, state: NodeState, parent: str, name: str, kind: str) -> None:
+    def insert_node(self, state: NodeState, parent: str, name: str, kind: str) -> None:
         self.bump(state, kind)
         state.names = [(parent, name)]
-        await self.conn.execute(
+        self.conn.execute(
             insert(nodes).values(
                 id=state.id, ns=self.ns, type=state.type, mode=state.mode,
                 mtime_ns=state.mtime_ns, rev=state.rev, size=state.size, used=state.used,
                 target=state.target, deleted=False, seq=state.seq,
             )
         )  # fmt: skip
-        await self.conn.execute(
-            insert(names).values(ns=self.ns, parent=parent, name=name, node=state.id)
-        )
+        self.conn.execute(insert(names).values(ns=self.ns, parent=parent, name=name, node=state.id))
         if state.xattrs:
-            await self.conn.execute(
+            self.conn.execute(
                 insert(xattrs),
                 [{"node": state.id, "name": k, "value": v} for k, v in state.xattrs.items()],
             )
         self.cache[state.id] = state
 
-    async def add_revision(self, state: NodeState, bl: wire.Blocklist) -> None:
+    def add_revision(self, state: NodeState, bl: wire.Blocklist) -> None:
         blob = bl.encode()
-        await self.conn.execute(
+        self.conn.execute(
             insert(revisions).values(
                 node=state.id, rev=state.rev, blocklist=blob, size=state.size,
                 used=state.used, mtime_ns=state.mtime_ns, mode=state.mode,
@@ -275,10 +268,10 @@ class Batch:
         state.blocklist = blob
         self.refs.update(bl.chunk_ids())
 
-    async def drop_name(self, state: NodeState, parent: str, name: str) -> dict[str, Any]:
+    def drop_name(self, state: NodeState, parent: str, name: str) -> dict[str, Any]:
         """Remove one name of ``state``; the last one moves the node to the trash.
         Returns the node-row values the caller must save."""
-        await self.conn.execute(
+        self.conn.execute(
             delete(names).where(
                 names.c.ns == self.ns, names.c.parent == parent, names.c.name == name
             )
@@ -295,71 +288,71 @@ class Batch:
 
     # --- ops -----------------------------------------------------------------------------
 
-    async def apply(self, op: wire.Op) -> NodeState:
+    def apply(self, op: wire.Op) -> NodeState:
         handler = getattr(self, "op_" + op.kind)
-        state: NodeState = await handler(op)
+        state: NodeState = handler(op)
         return state
 
-    async def _new(self, op: wire.Mkdir | wire.Create | wire.Symlink) -> None:
-        await self.check_new_id(op.node)
-        await self.directory(op.parent, "parent")
-        await self.check_free(op.parent, op.name)
+    def _new(self, op: wire.Mkdir | wire.Create | wire.Symlink) -> None:
+        self.check_new_id(op.node)
+        self.directory(op.parent, "parent")
+        self.check_free(op.parent, op.name)
 
-    async def op_mkdir(self, op: wire.Mkdir) -> NodeState:
-        await self._new(op)
+    def op_mkdir(self, op: wire.Mkdir) -> NodeState:
+        self._new(op)
         state = NodeState(op.node, self.ns, "dir", op.mode, op.mtime_ns, 1, 0, 0, None, False, 0)
         state.xattrs = dict(op.xattrs)
-        await self.insert_node(state, op.parent, op.name, "mkdir")
+        self.insert_node(state, op.parent, op.name, "mkdir")
         return state
 
-    async def op_symlink(self, op: wire.Symlink) -> NodeState:
-        await self._new(op)
+    def op_symlink(self, op: wire.Symlink) -> NodeState:
+        self._new(op)
         state = NodeState(op.node, self.ns, "symlink", 0o777, op.mtime_ns, 1, 0, 0, op.target,
                           False, 0)  # fmt: skip
-        await self.insert_node(state, op.parent, op.name, "symlink")
+        self.insert_node(state, op.parent, op.name, "symlink")
         return state
 
-    async def op_create(self, op: wire.Create) -> NodeState:
-        await self._new(op)
+    def op_create(self, op: wire.Create) -> NodeState:
+        self._new(op)
         used = _data_bytes(op.blocklist)
-        await self.check_content(op.blocklist, used)
+        self.check_content(op.blocklist, used)
         state = NodeState(op.node, self.ns, "file", op.mode, op.mtime_ns, 1, op.blocklist.size,
                           used, None, False, 0)  # fmt: skip
         state.xattrs = dict(op.xattrs)
-        await self.insert_node(state, op.parent, op.name, "create")
-        await self.add_revision(state, op.blocklist)
+        self.insert_node(state, op.parent, op.name, "create")
+        self.add_revision(state, op.blocklist)
         self.used += used
         return state
 
-    async def op_update(self, op: wire.Update) -> NodeState:
-        state = await self.existing(op.node)
+    def op_update(self, op: wire.Update) -> NodeState:
+        state = self.existing(op.node)
         if state.type != "file":
             raise IsADirectory(f"node {op.node} is a {state.type}, not a file")
         if op.base_rev != state.rev:
             raise _conflict("stale_base", state)
         used = _data_bytes(op.blocklist)
-        await self.check_content(op.blocklist, used - state.used)
+        self.check_content(op.blocklist, used - state.used)
         self.used += used - state.used
         state.rev += 1
         state.size, state.used, state.mtime_ns = op.blocklist.size, used, op.mtime_ns
-        await self.add_revision(state, op.blocklist)
-        await self.save(state, "update", rev=state.rev, size=state.size, used=used,
+        self.add_revision(state, op.blocklist)
+        self.save(state, "update", rev=state.rev, size=state.size, used=used,
                         mtime_ns=state.mtime_ns)  # fmt: skip
         return state
 
-    async def op_setattr(self, op: wire.Setattr) -> NodeState:
-        state = await self.existing(op.node)
+    def op_setattr(self, op: wire.Setattr) -> NodeState:
+        state = self.existing(op.node)
         merged = {k: v for k, v in state.xattrs.items() if k not in op.xattrs_remove}
         merged.update(op.xattrs_set)
         if len(merged) > wire.MAX_XATTRS:
             raise TooLarge(f"a node holds at most {wire.MAX_XATTRS} xattrs")
         gone = [k for k in state.xattrs if k not in merged or k in op.xattrs_set]
         if gone:
-            await self.conn.execute(
+            self.conn.execute(
                 delete(xattrs).where(xattrs.c.node == state.id, xattrs.c.name.in_(gone))
             )
         if op.xattrs_set:
-            await self.conn.execute(
+            self.conn.execute(
                 insert(xattrs),
                 [{"node": state.id, "name": k, "value": v} for k, v in op.xattrs_set.items()],
             )
@@ -369,90 +362,90 @@ class Batch:
             state.mode = values["mode"] = op.mode
         if op.mtime_ns is not None:
             state.mtime_ns = values["mtime_ns"] = op.mtime_ns
-        await self.save(state, "setattr", **values)
+        self.save(state, "setattr", **values)
         return state
 
-    async def op_rename(self, op: wire.Rename) -> NodeState:
-        state = await self.existing(op.node)
+    def op_rename(self, op: wire.Rename) -> NodeState:
+        state = self.existing(op.node)
         if (op.parent, op.name) not in state.names:
             raise _conflict("moved", state)
-        await self.directory(op.new_parent, "new_parent")
-        if state.type == "dir" and await self.is_within(state.id, op.new_parent):
+        self.directory(op.new_parent, "new_parent")
+        if state.type == "dir" and self.is_within(state.id, op.new_parent):
             raise InvalidArgument("cannot move a directory into itself or its own subtree")
-        holder_id = await child_id(self.conn, self.ns, op.new_parent, op.new_name)
+        holder_id = child_id(self.conn, self.ns, op.new_parent, op.new_name)
         if holder_id == state.id:
             # Already linked there (the same name, or a hard link): nothing moves, as with
             # rename(2) when both names are links to the same file.
-            await self.save(state, "rename")
+            self.save(state, "rename")
             return state
         if holder_id is not None:
-            holder = await self.get(holder_id)
+            holder = self.get(holder_id)
             assert holder is not None
             if not op.replace:
                 raise _conflict("name_taken", holder)
             if holder.type == "dir":
                 if state.type != "dir":
                     raise IsADirectory(f"{op.new_name!r} is a directory")
-                if await self.has_children(holder.id):
+                if self.has_children(holder.id):
                     raise DirectoryNotEmpty(f"directory {op.new_name!r} is not empty")
             elif state.type == "dir":
                 raise NotADirectory(f"{op.new_name!r} is not a directory")
-            values = await self.drop_name(holder, op.new_parent, op.new_name)
-            await self.save(holder, "replaced", **values)
-        await self.conn.execute(
+            values = self.drop_name(holder, op.new_parent, op.new_name)
+            self.save(holder, "replaced", **values)
+        self.conn.execute(
             update(names)
             .where(names.c.ns == self.ns, names.c.parent == op.parent, names.c.name == op.name)
             .values(parent=op.new_parent, name=op.new_name)
         )
         state.names[state.names.index((op.parent, op.name))] = (op.new_parent, op.new_name)
-        await self.save(state, "rename")
+        self.save(state, "rename")
         return state
 
-    async def op_link(self, op: wire.Link) -> NodeState:
-        state = await self.existing(op.node)
+    def op_link(self, op: wire.Link) -> NodeState:
+        state = self.existing(op.node)
         if state.type == "dir":
             raise IsADirectory("hard links to directories are not allowed")
         if state.type != "file":
             raise InvalidArgument("hard links are only allowed to files")
-        await self.directory(op.new_parent, "new_parent")
-        await self.check_free(op.new_parent, op.new_name)
-        await self.conn.execute(
+        self.directory(op.new_parent, "new_parent")
+        self.check_free(op.new_parent, op.new_name)
+        self.conn.execute(
             insert(names).values(ns=self.ns, parent=op.new_parent, name=op.new_name, node=state.id)
         )
         state.names.append((op.new_parent, op.new_name))
-        await self.save(state, "link")
+        self.save(state, "link")
         return state
 
-    async def op_unlink(self, op: wire.Unlink) -> NodeState:
-        state = await self.existing(op.node)
+    def op_unlink(self, op: wire.Unlink) -> NodeState:
+        state = self.existing(op.node)
         if (op.parent, op.name) not in state.names:
             raise _conflict("moved", state)
         if op.base_rev is not None and op.base_rev != state.rev:
             raise _conflict("stale_base", state)
-        if state.type == "dir" and await self.has_children(state.id):
+        if state.type == "dir" and self.has_children(state.id):
             raise DirectoryNotEmpty(f"directory {op.name!r} is not empty")
-        values = await self.drop_name(state, op.parent, op.name)
-        await self.save(state, "unlink", **values)
+        values = self.drop_name(state, op.parent, op.name)
+        self.save(state, "unlink", **values)
         return state
 
 
-async def apply_batch(
-    conn: AsyncConnection, user_id: int, device_id: int, ns: int, ops: list[wire.Op]
+def apply_batch(
+    conn: Connection, user_id: int, device_id: int, ns: int, ops: list[wire.Op]
 ) -> list[dict[str, Any]]:
     """Apply ``ops`` in order on ``conn`` (an open write transaction); RESULT per op."""
     batch = Batch(conn, user_id, device_id, ns, time.time_ns())
-    await batch.lock()
-    done = await batch.stored_results([op.op_id for op in ops])
+    batch.lock()
+    done = batch.stored_results([op.op_id for op in ops])
     todo = [op for op in ops if op.op_id not in done]
     if todo:
-        await batch.preload(todo)
+        batch.preload(todo)
     results: list[dict[str, Any]] = []
     for op in ops:
         if op.op_id in done:
             results.append(done[op.op_id])
             continue
         try:
-            state = await batch.apply(op)
+            state = batch.apply(op)
         except _Refused as refused:
             results.append({"op_id": op.op_id, **refused.result})
             continue
@@ -468,7 +461,7 @@ async def apply_batch(
             {"device_id": device_id, "op_id": op.op_id, "ns": ns, "seq": state.seq,
              "result": json.dumps(result, separators=(",", ":")), "created_ns": batch.now}
         )  # fmt: skip
-    await batch.finish()
+    batch.finish()
     return results
 
 

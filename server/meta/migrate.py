@@ -42,19 +42,22 @@ def _current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+def _upgrade_locked(connection: Connection) -> None:
+    postgres = connection.dialect.name == "postgresql"
+    if postgres:
+        connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
+    try:
+        _upgrade(connection)
+        connection.commit()
+    finally:
+        if postgres:
+            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
+            connection.commit()
+
+
 async def upgrade(db: Database) -> None:
-    async with db.engine.connect() as conn:
-        if not db.is_sqlite:
-            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
-        try:
-            await conn.run_sync(_upgrade)
-            await conn.commit()
-        finally:
-            if not db.is_sqlite:
-                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
-                await conn.commit()
+    await db.run_plain(_upgrade_locked)
 
 
 async def current_revision(db: Database) -> str | None:
-    async with db.engine.connect() as conn:
-        return await conn.run_sync(_current)
+    return await db.run_plain(_current)

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, and_, bindparam, select
 
 from cairn.core.wire import Blocklist
 
@@ -107,51 +106,54 @@ def select_nodes(with_blocklist: bool) -> Any:
     )
 
 
-async def attach_names_xattrs(conn: AsyncConnection, states: Sequence[NodeState]) -> None:
+_NAMES_OF = select(names.c.node, names.c.parent, names.c.name).where(
+    names.c.node.in_(bindparam("ids", expanding=True))
+)
+_XATTRS_OF = select(xattrs.c.node, xattrs.c.name, xattrs.c.value).where(
+    xattrs.c.node.in_(bindparam("ids", expanding=True))
+)
+_NODES_BY_ID = select_nodes(True).where(nodes.c.id.in_(bindparam("ids", expanding=True)))
+_NODE_IN_NS = select_nodes(True).where(nodes.c.id == bindparam("id"), nodes.c.ns == bindparam("ns"))
+_CHILD = select(names.c.node).where(
+    names.c.ns == bindparam("ns"), names.c.parent == bindparam("parent"),
+    names.c.name == bindparam("name"),
+)  # fmt: skip
+
+
+def attach_names_xattrs(conn: Connection, states: Sequence[NodeState]) -> None:
     """Fill ``names`` and ``xattrs`` of ``states`` in two queries (per 500 nodes)."""
     by_id = {s.id: s for s in states}
-    ids = list(by_id)
-    for part in batched(ids):
-        rows = await conn.execute(
-            select(names.c.node, names.c.parent, names.c.name).where(names.c.node.in_(part))
-        )
-        for node, parent, name in rows:
+    for part in batched(list(by_id)):
+        for node, parent, name in conn.execute(_NAMES_OF, {"ids": list(part)}):
             by_id[node].names.append((parent, name))
-        rows = await conn.execute(
-            select(xattrs.c.node, xattrs.c.name, xattrs.c.value).where(xattrs.c.node.in_(part))
-        )
-        for node, name, value in rows:
+        for node, name, value in conn.execute(_XATTRS_OF, {"ids": list(part)}):
             by_id[node].xattrs[name] = bytes(value)
 
 
-async def load_nodes(
-    conn: AsyncConnection, ids: Sequence[str], with_blocklist: bool = True
-) -> dict[str, NodeState]:
+def _blob(row: Any) -> bytes | None:
+    return None if row.blocklist is None else bytes(row.blocklist)
+
+
+def load_nodes(conn: Connection, ids: Sequence[str]) -> dict[str, NodeState]:
     """The nodes among ``ids`` that exist (any namespace; callers check ``ns``)."""
     found: dict[str, NodeState] = {}
     for part in batched(list(dict.fromkeys(ids))):
-        rows = await conn.execute(select_nodes(with_blocklist).where(nodes.c.id.in_(part)))
-        for row in rows:
-            bl = bytes(row.blocklist) if with_blocklist and row.blocklist is not None else None
-            found[row.id] = state_from_row(row, bl)
-    await attach_names_xattrs(conn, list(found.values()))
+        for row in conn.execute(_NODES_BY_ID, {"ids": list(part)}):
+            found[row.id] = state_from_row(row, _blob(row))
+    attach_names_xattrs(conn, list(found.values()))
     return found
 
 
-async def load_node(conn: AsyncConnection, node_id: str, ns: int) -> NodeState | None:
+def load_node(conn: Connection, node_id: str, ns: int) -> NodeState | None:
     """The node ``node_id`` if it exists in namespace ``ns``."""
-    rows = await conn.execute(select_nodes(True).where(nodes.c.id == node_id, nodes.c.ns == ns))
-    row = rows.first()
+    row = conn.execute(_NODE_IN_NS, {"id": node_id, "ns": ns}).first()
     if row is None:
         return None
-    state = state_from_row(row, None if row.blocklist is None else bytes(row.blocklist))
-    await attach_names_xattrs(conn, [state])
+    state = state_from_row(row, _blob(row))
+    attach_names_xattrs(conn, [state])
     return state
 
 
-async def child_id(conn: AsyncConnection, ns: int, parent: str, name: str) -> str | None:
+def child_id(conn: Connection, ns: int, parent: str, name: str) -> str | None:
     """The node holding ``name`` in directory ``parent``, byte-exact."""
-    rows = await conn.execute(
-        select(names.c.node).where(names.c.ns == ns, names.c.parent == parent, names.c.name == name)
-    )
-    return rows.scalar()
+    return conn.execute(_CHILD, {"ns": ns, "parent": parent, "name": name}).scalar()

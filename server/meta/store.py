@@ -13,7 +13,7 @@ import base64
 import binascii
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 
 from cairn.core import wire
 from cairn.core.errors import ConfigError, InvalidArgument, NotADirectory, NotFound, TooLarge
@@ -43,6 +43,139 @@ def _listing_after(cursor: str | None) -> str | None:
         raise InvalidArgument("cursor is not valid") from None
 
 
+# --- transaction bodies (sync; run by Database.read/write) -----------------------------------
+
+_OWNER = select(namespaces.c.owner_id).where(namespaces.c.id == bindparam("ns"))
+_HEADS = select(namespaces.c.id, namespaces.c.seq).where(namespaces.c.owner_id == bindparam("u"))
+_KIND = select(nodes.c.type).where(nodes.c.id == bindparam("id"), nodes.c.ns == bindparam("ns"))
+_CHILDREN = (
+    select_nodes(False)
+    .add_columns(names.c.name.label("entry_name"))
+    .select_from(names.join(nodes, nodes.c.id == names.c.node))
+    .where(names.c.ns == bindparam("ns"), names.c.parent == bindparam("parent"))
+    .order_by(names.c.name)
+    .limit(bindparam("lim"))
+)
+_CHILDREN_AFTER = _CHILDREN.where(names.c.name > bindparam("after"))
+
+
+def _check_access(conn: Connection, user_id: int, ns: Any) -> None:
+    if type(ns) is not int:
+        raise NotFound("namespace not found")
+    owner = conn.execute(_OWNER, {"ns": ns}).scalar()
+    if owner is None or owner != user_id:
+        raise NotFound(f"namespace {ns} not found")
+
+
+def _node(conn: Connection, ns: int, node_id: str) -> NodeState:
+    state = load_node(conn, node_id, ns)
+    if state is None:
+        raise NotFound(f"node {node_id} not found")
+    return state
+
+
+def _get_node(conn: Connection, user_id: int, ns: int, node_id: str) -> dict[str, Any]:
+    _check_access(conn, user_id, ns)
+    return _node(conn, ns, node_id).to_json()
+
+
+def _list_children(
+    conn: Connection, user_id: int, ns: int, node_id: str, after: str | None, limit: int
+) -> tuple[list[Any], dict[str, NodeState]]:
+    _check_access(conn, user_id, ns)
+    kind = conn.execute(_KIND, {"id": node_id, "ns": ns}).scalar()
+    if kind is None:
+        raise NotFound(f"node {node_id} not found")
+    if kind != "dir":
+        raise NotADirectory(f"node {node_id} is not a directory")
+    params: dict[str, Any] = {"ns": ns, "parent": node_id, "lim": limit + 1}
+    if after is None:
+        rows = conn.execute(_CHILDREN, params).all()
+    else:
+        rows = conn.execute(_CHILDREN_AFTER, params | {"after": after}).all()
+    states: dict[str, NodeState] = {}
+    for r in rows[:limit]:
+        states.setdefault(r.id, state_from_row(r))
+    attach_names_xattrs(conn, list(states.values()))
+    return rows, states
+
+
+def _resolve(conn: Connection, user_id: int, ns: int, parts: list[str]) -> dict[str, Any]:
+    _check_access(conn, user_id, ns)
+    current = conn.execute(select(namespaces.c.root).where(namespaces.c.id == ns)).scalar_one()
+    for i, part in enumerate(parts):
+        found = child_id(conn, ns, current, part)
+        if found is None:
+            raise NotFound(f"{'/' + '/'.join(parts[: i + 1])} not found")
+        current = found
+    return _node(conn, ns, current).to_json()
+
+
+def _revisions(conn: Connection, user_id: int, ns: int, node_id: str) -> dict[str, Any]:
+    _check_access(conn, user_id, ns)
+    _node(conn, ns, node_id)
+    rows = conn.execute(
+        select(revisions, devices.c.name.label("device_name"))
+        .select_from(revisions.outerjoin(devices, devices.c.id == revisions.c.device_id))
+        .where(revisions.c.node == node_id)
+        .order_by(revisions.c.rev.desc())
+    )
+    return {
+        "revisions": [
+            {
+                "rev": r.rev,
+                "size": r.size,
+                "mtime_ns": r.mtime_ns,
+                "mode": r.mode,
+                "device": r.device_id,
+                "device_name": r.device_name,
+                "created_ns": r.created_ns,
+                "blocklist": wire.Blocklist.decode(bytes(r.blocklist)).to_json(),
+            }
+            for r in rows
+        ]
+    }
+
+
+def _trash(conn: Connection, user_id: int, ns: int) -> dict[str, Any]:
+    _check_access(conn, user_id, ns)
+    rows = conn.execute(
+        select_nodes(False)
+        .where(nodes.c.ns == ns, nodes.c.deleted.is_(True))
+        .order_by(nodes.c.deleted_ns.desc(), nodes.c.id)
+        .limit(10_000)
+    )
+    states = [state_from_row(r) for r in rows]
+    attach_names_xattrs(conn, states)
+    return {"entries": [s.trash_json() for s in states]}
+
+
+def _heads(conn: Connection, user_id: int) -> dict[int, int]:
+    return {r.id: r.seq for r in conn.execute(_HEADS, {"u": user_id})}
+
+
+def _changes(conn: Connection, user_id: int, since: dict[int, int], limit: int) -> dict[str, Any]:
+    return changes_page(conn, _heads(conn, user_id), since, limit)
+
+
+def _namespaces(conn: Connection, user_id: int) -> list[NamespaceInfo]:
+    rows = conn.execute(
+        select(namespaces.c.id, namespaces.c.root, namespaces.c.name)
+        .where(namespaces.c.owner_id == user_id)
+        .order_by(namespaces.c.id)
+    )
+    return [NamespaceInfo(r.id, r.root, r.name) for r in rows]
+
+
+def _commit(
+    conn: Connection, user_id: int, device_id: int, ns: int, ops: list[wire.Op]
+) -> list[dict[str, Any]]:
+    _check_access(conn, user_id, ns)
+    if not ops:
+        return []
+    return apply_batch(conn, user_id, device_id, ns, ops)
+
+
 class MetaStore:
     """Users, devices, namespaces, nodes, revisions, journal and chunk references."""
 
@@ -54,7 +187,7 @@ class MetaStore:
     @classmethod
     async def open(cls, url: str) -> MetaStore:
         """Open (not migrate) the database at ``url``; ``ConfigError`` for a bad URL."""
-        return cls(Database.open(url))
+        return cls(Database(url))
 
     @translated
     async def migrate(self) -> None:
@@ -70,6 +203,7 @@ class MetaStore:
 
     @translated
     async def ping(self) -> None:
+        """Raise ``Unavailable`` unless the database answers."""
         await self.db.ping()
 
     async def close(self) -> None:
@@ -80,92 +214,69 @@ class MetaStore:
     @translated
     async def add_user(self, name: str, password_hash: str, quota: int | None) -> User:
         """New user with a home namespace and its root; ``AlreadyExists`` if taken."""
-        return await auth.add_user(self.db, name, password_hash, quota)
+        return await self.db.write(auth.add_user, name, password_hash, quota)
 
     @translated
     async def get_user(self, name: str) -> User | None:
-        return await auth.get_user(self.db, name)
+        return await self.db.read(auth.get_user, name)
 
     @translated
     async def get_user_by_id(self, user_id: int) -> User | None:
-        return await auth.get_user_by_id(self.db, user_id)
+        return await self.db.read(auth.get_user_by_id, user_id)
 
     @translated
     async def list_users(self) -> list[User]:
-        return await auth.list_users(self.db)
+        return await self.db.read(auth.list_users)
 
     @translated
     async def set_password(self, name: str, password_hash: str) -> None:
-        await auth.set_password(self.db, name, password_hash)
+        await self.db.write(auth.set_password, name, password_hash)
 
     @translated
     async def set_quota(self, name: str, quota: int | None) -> None:
-        await auth.set_quota(self.db, name, quota)
+        await self.db.write(auth.set_quota, name, quota)
 
     @translated
     async def add_device(self, user_id: int, name: str, token_hash: bytes) -> Device:
-        return await auth.add_device(self.db, user_id, name, token_hash)
+        return await self.db.write(auth.add_device, user_id, name, token_hash)
 
     @translated
     async def device_by_token(self, token_hash: bytes) -> Device | None:
         """The live device holding this token hash; None if unknown or revoked."""
-        return await auth.device_by_token(self.db, token_hash)
+        return await self.db.read(auth.device_by_token, token_hash)
 
     @translated
     async def list_devices(self, user_id: int) -> list[Device]:
-        return await auth.list_devices(self.db, user_id)
+        return await self.db.read(auth.list_devices, user_id)
 
     @translated
     async def revoke_device(self, user_id: int, device: str) -> int:
         """Revoke by device name or id; returns how many live devices were revoked."""
-        return await auth.revoke_device(self.db, user_id, device)
+        return await self.db.write(auth.revoke_device, user_id, device)
 
     @translated
     async def usage(self, user_id: int) -> int:
         """Bytes of data (holes excluded) in the head revisions of the user's live files."""
-        return await auth.usage(self.db, user_id)
+        return await self.db.read(auth.usage, user_id)
 
     # --- namespaces ----------------------------------------------------------------------
 
     @translated
     async def namespaces(self, user_id: int) -> list[NamespaceInfo]:
-        async with self.db.read() as conn:
-            rows = await conn.execute(
-                select(namespaces.c.id, namespaces.c.root, namespaces.c.name)
-                .where(namespaces.c.owner_id == user_id)
-                .order_by(namespaces.c.id)
-            )
-            return [NamespaceInfo(r.id, r.root, r.name) for r in rows]
-
-    async def _check_access(self, conn: Any, user_id: int, ns: Any) -> None:
-        if type(ns) is not int:
-            raise NotFound("namespace not found")
-        row = await conn.execute(select(namespaces.c.owner_id).where(namespaces.c.id == ns))
-        owner = row.scalar()
-        if owner is None or owner != user_id:
-            raise NotFound(f"namespace {ns} not found")
+        return await self.db.read(_namespaces, user_id)
 
     @translated
     async def check_access(self, user_id: int, ns: int) -> None:
         """``NotFound`` unless ``user_id`` may see namespace ``ns``."""
-        async with self.db.read() as conn:
-            await self._check_access(conn, user_id, ns)
+        await self.db.read(_check_access, user_id, ns)
 
     # --- reads ---------------------------------------------------------------------------
-
-    async def _node(self, conn: Any, ns: int, node_id: str) -> NodeState:
-        wire.node_id(node_id, "node id")
-        state = await load_node(conn, node_id, ns)
-        if state is None:
-            raise NotFound(f"node {node_id} not found")
-        return state
 
     @translated
     async def get_node(self, user_id: int, ns: int, node_id: str) -> dict[str, Any]:
         """The node object with its blocklist (deleted nodes too, ``deleted: true``)."""
-        async with self.db.read() as conn:
-            await self._check_access(conn, user_id, ns)
-            return (await self._node(conn, ns, node_id)).to_json()
+        wire.node_id(node_id, "node id")
+        return await self.db.read(_get_node, user_id, ns, node_id)
 
     @translated
     async def list_children(
@@ -176,36 +287,10 @@ class MetaStore:
         check_limit(limit)
         after = _listing_after(cursor)
         wire.node_id(node_id, "node id")
-        async with self.db.read() as conn:
-            await self._check_access(conn, user_id, ns)
-            kind = (
-                await conn.execute(
-                    select(nodes.c.type).where(nodes.c.id == node_id, nodes.c.ns == ns)
-                )
-            ).scalar()
-            if kind is None:
-                raise NotFound(f"node {node_id} not found")
-            if kind != "dir":
-                raise NotADirectory(f"node {node_id} is not a directory")
-            query = (
-                select_nodes(False)
-                .add_columns(names.c.name.label("entry_name"))
-                .select_from(names.join(nodes, nodes.c.id == names.c.node))
-                .where(names.c.ns == ns, names.c.parent == node_id)
-                .order_by(names.c.name)
-                .limit(limit + 1)
-            )
-            if after is not None:
-                query = query.where(names.c.name > after)
-            rows = (await conn.execute(query)).all()
-            page = rows[:limit]
-            states = {}
-            for r in page:
-                states.setdefault(r.id, state_from_row(r))
-            await attach_names_xattrs(conn, list(states.values()))
-        entries = [{"name": r.entry_name, "node": states[r.id].to_json(False)} for r in page]
+        rows, states = await self.db.read(_list_children, user_id, ns, node_id, after, limit)
+        page = rows[:limit]
         return {
-            "entries": entries,
+            "entries": [{"name": r.entry_name, "node": states[r.id].to_json(False)} for r in page],
             "cursor": _listing_cursor(page[-1].entry_name) if page else (cursor or ""),
             "has_more": len(rows) > limit,
         }
@@ -213,86 +298,33 @@ class MetaStore:
     @translated
     async def resolve(self, user_id: int, ns: int, path: str) -> dict[str, Any]:
         """The node at ``path`` (``/a/b``; symlinks are not followed)."""
-        parts = split_path(path)
-        async with self.db.read() as conn:
-            await self._check_access(conn, user_id, ns)
-            current = (
-                await conn.execute(select(namespaces.c.root).where(namespaces.c.id == ns))
-            ).scalar_one()
-            for i, part in enumerate(parts):
-                found = await child_id(conn, ns, current, part)
-                if found is None:
-                    raise NotFound(f"{'/' + '/'.join(parts[: i + 1])} not found")
-                current = found
-            return (await self._node(conn, ns, current)).to_json()
+        return await self.db.read(_resolve, user_id, ns, split_path(path))
 
     @translated
     async def revisions(self, user_id: int, ns: int, node_id: str) -> dict[str, Any]:
         """``{"revisions": [...]}`` newest first; empty for directories and symlinks."""
-        async with self.db.read() as conn:
-            await self._check_access(conn, user_id, ns)
-            await self._node(conn, ns, node_id)
-            rows = await conn.execute(
-                select(revisions, devices.c.name.label("device_name"))
-                .select_from(revisions.outerjoin(devices, devices.c.id == revisions.c.device_id))
-                .where(revisions.c.node == node_id)
-                .order_by(revisions.c.rev.desc())
-            )
-            return {
-                "revisions": [
-                    {
-                        "rev": r.rev,
-                        "size": r.size,
-                        "mtime_ns": r.mtime_ns,
-                        "mode": r.mode,
-                        "device": r.device_id,
-                        "device_name": r.device_name,
-                        "created_ns": r.created_ns,
-                        "blocklist": wire.Blocklist.decode(bytes(r.blocklist)).to_json(),
-                    }
-                    for r in rows
-                ]
-            }
+        wire.node_id(node_id, "node id")
+        return await self.db.read(_revisions, user_id, ns, node_id)
 
     @translated
     async def trash(self, user_id: int, ns: int) -> dict[str, Any]:
         """``{"entries": [node...]}`` of deleted nodes, most recently deleted first; each
         also carries ``former`` ([parent, name] it was last linked under) and
         ``deleted_ns``."""
-        async with self.db.read() as conn:
-            await self._check_access(conn, user_id, ns)
-            rows = await conn.execute(
-                select_nodes(False)
-                .where(nodes.c.ns == ns, nodes.c.deleted.is_(True))
-                .order_by(nodes.c.deleted_ns.desc(), nodes.c.id)
-                .limit(10_000)
-            )
-            states = [state_from_row(r) for r in rows]
-            await attach_names_xattrs(conn, states)
-        return {"entries": [s.trash_json() for s in states]}
+        return await self.db.read(_trash, user_id, ns)
 
     # --- changes -------------------------------------------------------------------------
-
-    async def _heads(self, conn: Any, user_id: int) -> dict[int, int]:
-        rows = await conn.execute(
-            select(namespaces.c.id, namespaces.c.seq).where(namespaces.c.owner_id == user_id)
-        )
-        return {r.id: r.seq for r in rows}
 
     @translated
     async def changes(self, user_id: int, cursor: str | None, limit: int) -> dict[str, Any]:
         """A page of the compacted feed: ``{"entries", "cursor", "has_more"}``."""
         check_limit(limit)
-        since = decode_cursor(cursor)
-        async with self.db.read() as conn:
-            heads = await self._heads(conn, user_id)
-            return await changes_page(conn, heads, since, limit)
+        return await self.db.read(_changes, user_id, decode_cursor(cursor), limit)
 
     @translated
     async def seqs(self, user_id: int) -> dict[int, int]:
         """Current seq of every namespace the user sees (for hints and long-poll)."""
-        async with self.db.read() as conn:
-            return await self._heads(conn, user_id)
+        return await self.db.read(_heads, user_id)
 
     def cursor_seqs(self, cursor: str) -> dict[int, int]:
         """``{ns: seq}`` of a changes cursor; ``InvalidArgument`` if malformed."""
@@ -305,27 +337,27 @@ class MetaStore:
         """The ids this user does not reference (deduplicated, in request order)."""
         if len(ids) > MAX_LIMIT:
             raise TooLarge(f"at most {MAX_LIMIT} ids per query")
-        return await chunks.missing_chunks(self.db, user_id, ids)
+        return await self.db.read(chunks.missing_chunks, user_id, ids)
 
     @translated
     async def chunk_known(self, cid: bytes) -> bool:
         """Stored for anyone (server-internal: decides whether to write the blob)."""
-        return await chunks.chunk_known(self.db, cid)
+        return await self.db.read(chunks.chunk_known, cid)
 
     @translated
     async def record_upload(
         self, user_id: int, cid: bytes, plain_len: int, stored_len: int
     ) -> None:
         """Make the chunk known and referenced by the user; idempotent."""
-        await chunks.record_upload(self.db, user_id, cid, plain_len, stored_len)
+        await self.db.write(chunks.record_upload, user_id, cid, plain_len, stored_len)
 
     @translated
     async def user_has_chunk(self, user_id: int, cid: bytes) -> bool:
-        return await chunks.user_has_chunk(self.db, user_id, cid)
+        return await self.db.read(chunks.user_has_chunk, user_id, cid)
 
     @translated
     async def chunk_refcounts(self, ids: list[bytes]) -> dict[bytes, int]:
-        return await chunks.chunk_refcounts(self.db, ids)
+        return await self.db.read(chunks.chunk_refcounts, ids)
 
     # --- commit --------------------------------------------------------------------------
 
@@ -340,8 +372,4 @@ class MetaStore:
         """
         if len(ops) > wire.MAX_OPS:
             raise TooLarge(f"a commit holds at most {wire.MAX_OPS} ops")
-        async with self.db.write() as conn:
-            await self._check_access(conn, user_id, ns)
-            if not ops:
-                return []
-            return await apply_batch(conn, user_id, device_id, ns, ops)
+        return await self.db.write(_commit, user_id, device_id, ns, ops)

@@ -302,15 +302,17 @@ async def test_refcounts_match_revisions(world: World) -> None:
     await world.applied(unlink(g["id"], world.root, "g"))
     refs = await world.store.chunk_refcounts([a, b, c])
     assert refs == {a: 2, b: 2, c: 2}
+
     # Recompute from the stored revisions: each revision counts once per distinct chunk.
-    expected: dict[bytes, int] = {}
-    async with world.store.db.read() as conn:
-        for (blob,) in await conn.execute(select(revisions.c.blocklist)):
+    def recount(conn):  # type: ignore[no-untyped-def]
+        expected: dict[bytes, int] = {}
+        for (blob,) in conn.execute(select(revisions.c.blocklist)):
             for cid in Blocklist.decode(bytes(blob)).chunk_ids():
                 expected[cid] = expected.get(cid, 0) + 1
-        stored = {
-            bytes(k): v for k, v in await conn.execute(select(chunks.c.id, chunks.c.refcount))
-        }
+        stored = {bytes(k): v for k, v in conn.execute(select(chunks.c.id, chunks.c.refcount))}
+        return expected, stored
+
+    expected, stored = await world.store.db.read(recount)
     assert stored == expected
 
 
@@ -319,10 +321,9 @@ async def test_journal_has_one_entry_per_applied_op(world: World) -> None:
     await world.commit(
         mkdir(world.root, "d"), mkdir(nid(), "bad"), unlink(f["id"], world.root, "f")
     )
-    async with world.store.db.read() as conn:
-        rows = (
-            await conn.execute(select(journal.c.seq, journal.c.op).order_by(journal.c.seq))
-        ).all()
+    rows = await world.store.db.read(
+        lambda conn: conn.execute(select(journal.c.seq, journal.c.op).order_by(journal.c.seq)).all()
+    )
     assert [tuple(r) for r in rows] == [(1, "mkroot"), (2, "create"), (3, "mkdir"), (4, "unlink")]
 
 

@@ -74,8 +74,9 @@ async def test_concurrent_batches_get_distinct_contiguous_seqs(
     assert sorted(seqs) == list(range(2, 42))  # seq 1 is the root's creation
     head = await world.store.seqs(world.user.id)
     assert head == {world.ns: 41}
-    async with world.store.db.read() as conn:
-        logged = [r[0] for r in await conn.execute(select(journal.c.seq).order_by(journal.c.seq))]
+    logged = await world.store.db.read(
+        lambda conn: [r[0] for r in conn.execute(select(journal.c.seq).order_by(journal.c.seq))]
+    )
     assert logged == list(range(1, 42))
     assert (await world.store.chunk_refcounts([c]))[c] == 8 * 3  # three creates per batch
     # Each batch's seqs are contiguous: a batch holds the namespace for its whole transaction.

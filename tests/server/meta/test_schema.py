@@ -28,8 +28,7 @@ async def test_migrated_schema_matches_the_table_definitions(store: MetaStore) -
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         return compare_metadata(ctx, metadata)
 
-    async with store.db.engine.connect() as conn:
-        assert await conn.run_sync(diff) == []
+    assert await store.db.run_plain(diff) == []
 
 
 async def test_durability_settings_pass_on_a_fresh_store(store: MetaStore) -> None:
@@ -54,19 +53,19 @@ async def test_durability_check_refuses_synchronous_commit_off(
 async def test_sqlite_connections_use_wal_full_and_busy_timeout(tmp_path: Path) -> None:
     s = await MetaStore.open(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
     try:
-        async with s.db.engine.connect() as conn:
-            values = [
-                (await conn.exec_driver_sql(f"PRAGMA {p}")).scalar()
-                for p in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
-            ]
-        assert values == ["wal", 2, 10_000, 1]
+        pragmas = ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+        for run in (s.db.read, s.db.write):  # reader pool and writer thread alike
+            values = await run(
+                lambda conn: [conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in pragmas]
+            )
+            assert values == ["wal", 2, 10_000, 1]
     finally:
         await s.close()
 
 
 @pytest.mark.parametrize(
     "url",
-    ["mysql://x/y", "sqlite:///plain-driver.db", "sqlite+aiosqlite://", "", "postgresql://h/d"],
+    ["mysql://x/y", "sqlite+aiosqlite://", "sqlite:///:memory:", "", "postgresql://h/d"],
 )
 async def test_bad_urls_are_config_errors(url: str) -> None:
     with pytest.raises(ConfigError, match="database url"):
