@@ -62,10 +62,12 @@ class SyncAgent:
         self.last_failure: float = 0.0
         self.errors: collections.deque[tuple[float, str]] = collections.deque(maxlen=10)
         self.uploader = Uploader(client, self._read_frame)
+        lock = trio.Lock()  # commit+settle vs. fetch+apply (see pusher.py)
         self.pusher = Pusher(
-            store, client, self.uploader, ns=ns, parked_file=parked_file, on_committed=self._clean
-        )
-        self.puller = Puller(store, client, self._invalidate)
+            store, client, self.uploader, ns=ns, parked_file=parked_file,
+            on_committed=self._clean, lock=lock,
+        )  # fmt: skip
+        self.puller = Puller(store, client, self._invalidate, lock=lock)
         self._push_wake = trio.Event()
         self._pull_wake = trio.Event()
         self._idle = trio.Event()  # set whenever a push round found the outbox empty

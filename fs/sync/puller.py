@@ -21,6 +21,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import trio
+
 from cairn.core import wire
 from cairn.core.errors import InvalidArgument
 
@@ -38,16 +40,30 @@ class Puller:
         store: Any,
         client: Client,
         invalidate: Callable[[Any], Awaitable[None]] | None = None,
+        lock: trio.Lock | None = None,
     ) -> None:
         self._store = store
         self._client = client
         self._invalidate = invalidate
+        self._lock = lock or trio.Lock()
         self.applied = 0
         self.kept_local = 0
         self.last_pull: float | None = None
 
     async def pull_once(self) -> int:
         """Apply everything the server has after our cursor; returns how many entries."""
+        total = 0
+        async with self._lock:
+            total = await self._pull_pages()
+        self.applied += total
+        self.last_pull = time.time()
+        if total:
+            log.info("pulled %d changes", total)
+        return total
+
+    async def _pull_pages(self) -> int:
+        # Under the push/pull lock (see pusher.py): page fetch and apply must not straddle
+        # a commit of ours.
         cursor = self._store.cursor()
         total = 0
         for _ in range(MAX_PAGES):
@@ -67,8 +83,4 @@ class Puller:
             cursor = nxt
             if not more:
                 break
-        self.applied += total
-        self.last_pull = time.time()
-        if total:
-            log.info("pulled %d changes", total)
         return total

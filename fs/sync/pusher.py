@@ -24,7 +24,10 @@ Crash safety: nothing leaves the outbox before the server has answered for it, a
 the server recognises by op id.
 
 Concurrency: ``push_once`` runs in one task only (the agent's pusher loop); the store is
-touched from the trio thread only.
+touched from the trio thread only. The commit and the bookkeeping of its results hold the
+lock shared with the puller: a changes page fetched before our commit and applied after
+``outbox_done`` would otherwise roll the node back to its pre-commit state until the next
+pull.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import trio
 
 from cairn.core import wire
 
@@ -86,6 +91,7 @@ class Pusher:
         ns: int,
         parked_file: Path,
         on_committed: Callable[[list[bytes]], Awaitable[None]] | None = None,
+        lock: trio.Lock | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -93,6 +99,7 @@ class Pusher:
         self._ns = ns
         self._parked_file = parked_file
         self._on_committed = on_committed
+        self._lock = lock or trio.Lock()
         self.parked = 0
         self.committed = 0
         self._missing_streak: tuple[str, int] = ("", 0)
@@ -127,7 +134,21 @@ class Pusher:
             return False
         ops = chain_revs([e.op for e in entries])
         await self._upload_missing(chunk_ids(ops))
-        results = await self._client.commit(self._ns, [op.to_json() for op in ops])
+        async with self._lock:
+            results = await self._client.commit(self._ns, [op.to_json() for op in ops])
+            clean, retry_missing = self._settle(entries, ops, results)
+        if clean and self._on_committed is not None:
+            await self._on_committed(clean)
+        if retry_missing:
+            log.info("server misses %d chunks of a committed op; uploading", len(retry_missing))
+            await self._uploader.upload(retry_missing)
+        return True
+
+    def _settle(
+        self, entries: list[Any], ops: list[wire.Op], results: list[dict[str, Any]]
+    ) -> tuple[list[bytes], list[bytes]]:
+        """Record the results (no await: atomic with respect to the puller). Returns the
+        chunks that are now committed and those the server still wants."""
         done: list[int] = []
         revs: dict[str, int] = {}
         clean: list[bytes] = []
@@ -157,12 +178,7 @@ class Pusher:
                 done.append(entry.seq)
         self._store.outbox_done(done, revs)
         self.committed += len(done)
-        if clean and self._on_committed is not None:
-            await self._on_committed(clean)
-        if retry_missing:
-            log.info("server misses %d chunks of a committed op; uploading", len(retry_missing))
-            await self._uploader.upload(retry_missing)
-        return True
+        return clean, retry_missing
 
     async def push_once(self) -> None:
         """Push until the outbox is empty. Raises ``Unavailable`` (and other client errors)
