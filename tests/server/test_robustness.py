@@ -131,3 +131,15 @@ def test_sigterm_finishes_in_flight_requests_then_exits(server_factory) -> None:
     # the waiting poll got a proper answer instead of a reset connection
     assert answer["status"] == 200 and answer["body"]["changed"] is False
     assert "shutting down" in srv.log_tail() and "Traceback" not in srv.log_tail(200)
+
+
+def test_readyz_is_503_when_the_blob_store_is_unreachable(server_factory) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.server import free_port
+
+    dead = {"kind": "s3", "bucket": "b", "region": "us-east-1", "access_key": "k",
+            "secret_key": "s", "endpoint_url": f"http://127.0.0.1:{free_port()}",
+            "retries": 1}  # fmt: skip
+    srv = server_factory(config={"blobs": dead})
+    assert httpx.get(srv.url + "/healthz").status_code == 200
+    r = httpx.get(srv.url + "/readyz", timeout=30)
+    assert r.status_code == 503 and r.json()["error"] == "unavailable"

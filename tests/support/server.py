@@ -113,7 +113,7 @@ class ServerProcess:
             if self.database_url:
                 doc["database_url"] = self.database_url
             for key, value in self.config.items():
-                if isinstance(value, dict):
+                if isinstance(value, dict) and key != "blobs":  # blobs: a whole new table
                     doc.setdefault(key, {}).update(value)
                 else:
                     doc[key] = value
