@@ -79,7 +79,7 @@ from .durable import GroupSync
 from .errmap import NoAttribute, NotSupported, translate
 from .files import FileOps
 from .staging import FileContent
-from .store import ROOT_INO, Changes, Node, Store, new_op_id
+from .store import ROOT_INO, Changes, Node, NodeAttrs, Store, new_op_id
 from .tree import TreeOps, check_child_name
 
 log = logging.getLogger("cairn.fs.ops")
@@ -164,6 +164,12 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
             raise E.NotFound(f"no inode {ino}")
         return node
 
+    def _stat(self, ino: int) -> NodeAttrs:
+        attrs = self.store.attrs(ino)
+        if attrs is None:
+            raise E.NotFound(f"no inode {ino}")
+        return attrs
+
     def _dir(self, ino: int) -> Node:
         node = self._node(ino)
         if node.type != "dir":
@@ -177,7 +183,7 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
             raise E.NotFound(f"{name!r} not found")
         return node
 
-    def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
+    def _attr(self, node: Node | NodeAttrs) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = node.ino
         a.generation = 0
@@ -196,8 +202,6 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
             if content.dirty:  # estimate until the seal counts chunks exactly
                 staged = sum(e - s for s, e in content.extents) + len(content.tail)
                 alloc = min(size, content.base.data_bytes() + staged)
-        if node.type == "symlink":
-            size = len((node.target or "").encode())
         a.st_size = size
         a.st_blksize = 128 * 1024
         a.st_blocks = (alloc + 511) // 512
@@ -212,17 +216,20 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: Any = None
     ) -> pyfuse3.EntryAttributes:
-        parent = self._dir(parent_inode)
-        if name == b".":
-            return self._attr(parent)
-        if name == b"..":
+        if name == b"." or name == b"..":
+            parent = self._dir(parent_inode)
             up = parent.names[0][0] if parent.names else ROOT_INO
-            return self._attr(self._node(up))
-        return self._attr(self._child(parent_inode, _name(name)))
+            return self._attr(self._stat(parent_inode if name == b"." else up))
+        text = _name(name)
+        ino = self.store.lookup(parent_inode, text)
+        if ino is None:
+            self._dir(parent_inode)  # ENOTDIR / ENOENT for the parent itself
+            raise E.NotFound(f"{text!r} not found")
+        return self._attr(self._stat(ino))
 
     @translate
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        return self._attr(self._node(inode))
+        return self._attr(self._stat(inode))
 
     @translate
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: Any, fh: int | None,
@@ -280,9 +287,9 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
         can resume after any entry while others are created or deleted meanwhile.
         """
         for cookie, name, child in self.store.readdir(inode, start_id):
-            node = self.store.node(child)
-            if node is not None:
-                yield name.encode("utf-8", "surrogateescape"), self._attr(node), cookie
+            attrs = self.store.attrs(child)
+            if attrs is not None:
+                yield name.encode("utf-8", "surrogateescape"), self._attr(attrs), cookie
 
     @translate
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:

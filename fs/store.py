@@ -2,8 +2,9 @@
 
 Keys (``ino`` and ``seq`` are 8-byte big-endian so RocksDB's order is numeric order)::
 
-    n ino                  node record (JSON: id, type, mode, uid, gid, times, size, target,
-                           xattrs, base_rev, names)
+    n ino                  node record (fixed binary header: id, type, mode, uid, gid,
+                           times, size, base_rev, alloc, link count; then JSON:
+                           names, xattrs, target)
     b ino                  blocklist of a file (``cairn.core.wire.Blocklist.encode``)
     i node-id (16 bytes)   ino of a node id (both directions: the record holds the id)
     d parent cookie name   child ino; ``cookie`` is 8 bytes derived from the name (see
@@ -51,7 +52,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import rocksdict
 
@@ -99,6 +100,37 @@ def new_op_id() -> str:
     return uuid.uuid4().hex
 
 
+_TYPES = ("file", "dir", "symlink")
+_TYPE_CODE = {t: i for i, t in enumerate(_TYPES)}
+# version, type, node id, mode, uid, gid, mtime, ctime, size, base_rev, alloc, link count;
+# then JSON of the variable part (names, xattrs, target). getattr/readdir decode only the
+# fixed header (``NodeAttrs``), which is what makes stat and listing cheap.
+_NODE_HDR = struct.Struct(">BB16sIIIqqQQQI")
+_NODE_V1 = 1
+
+
+class NodeAttrs(NamedTuple):
+    """What ``stat`` needs of a node; decoded from the record's fixed header only."""
+
+    ino: int
+    type: str
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    ctime_ns: int
+    size: int
+    alloc: int
+    nlink: int
+
+    @classmethod
+    def decode(cls, ino: int, raw: bytes) -> NodeAttrs:
+        _, t, _, mode, uid, gid, mtime, ctime, size, _, alloc, links = _NODE_HDR.unpack_from(raw)
+        kind = _TYPES[t]
+        return cls(ino, kind, mode, uid, gid, mtime, ctime, size, alloc,
+                   2 if kind == "dir" else links)  # fmt: skip
+
+
 @dataclass
 class Node:
     """One node as the drive knows it. ``names`` are ``(parent ino, name)`` pairs."""
@@ -120,19 +152,29 @@ class Node:
 
     @property
     def nlink(self) -> int:
-        return 2 if self.type == "dir" else max(len(self.names), 0)
+        return 2 if self.type == "dir" else len(self.names)
 
     def encode(self) -> bytes:
-        d = dataclasses.asdict(self)
-        d["xattrs"] = {k: base64.b64encode(v).decode() for k, v in self.xattrs.items()}
-        return json.dumps(d, separators=(",", ":")).encode()
+        size = len(self.target.encode()) if self.type == "symlink" and self.target else self.size
+        head = _NODE_HDR.pack(_NODE_V1, _TYPE_CODE[self.type], bytes.fromhex(self.id), self.mode,
+                              self.uid, self.gid, self.mtime_ns, self.ctime_ns, size,
+                              self.base_rev, self.alloc, len(self.names))  # fmt: skip
+        rest = {"names": self.names}
+        if self.xattrs:
+            rest["xattrs"] = {k: base64.b64encode(v).decode() for k, v in self.xattrs.items()}
+        if self.target is not None:
+            rest["target"] = self.target
+        return head + json.dumps(rest, separators=(",", ":")).encode()
 
     @classmethod
-    def decode(cls, raw: bytes) -> Node:
-        d = json.loads(raw)
-        d["xattrs"] = {k: base64.b64decode(v) for k, v in d["xattrs"].items()}
-        d["names"] = [(p, n) for p, n in d["names"]]
-        return cls(**d)
+    def decode(cls, ino: int, raw: bytes) -> Node:
+        v, t, nid, mode, uid, gid, mtime, ctime, size, rev, alloc, _ = _NODE_HDR.unpack_from(raw)
+        if v != _NODE_V1:
+            raise ValueError(f"node record version {v} is not supported")
+        rest = json.loads(raw[_NODE_HDR.size :])
+        xattrs = {k: base64.b64decode(x) for k, x in rest.get("xattrs", {}).items()}
+        return cls(ino, nid.hex(), _TYPES[t], mode, uid, gid, mtime, ctime, size,
+                   rest.get("target"), xattrs, rev, [(p, n) for p, n in rest["names"]], alloc)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -183,7 +225,7 @@ class Txn:
     # typed helpers
     def node(self, ino: int) -> Node | None:
         raw = self.get(_k(_N, ino))
-        return None if raw is None else Node.decode(raw)
+        return None if raw is None else Node.decode(ino, raw)
 
     def put_node(self, node: Node) -> None:
         self.put(_k(_N, node.ino), node.encode())
@@ -348,7 +390,12 @@ class Store:
 
     def node(self, ino: int) -> Node | None:
         raw = self.db.get(_k(_N, ino))
-        return None if raw is None else Node.decode(raw)
+        return None if raw is None else Node.decode(ino, raw)
+
+    def attrs(self, ino: int) -> NodeAttrs | None:
+        """The stat fields of a node (cheap: fixed header only)."""
+        raw = self.db.get(_k(_N, ino))
+        return None if raw is None else NodeAttrs.decode(ino, raw)
 
     def blocklist(self, ino: int) -> Blocklist:
         raw = self.db.get(_k(_B, ino))
@@ -371,8 +418,8 @@ class Store:
         return next(self.readdir(parent), None) is not None
 
     def nodes(self) -> Iterator[Node]:
-        for _, raw in self._scan(_N, _N):
-            yield Node.decode(raw)
+        for key, raw in self._scan(_N, _N):
+            yield Node.decode(_U64.unpack(key[1:])[0], raw)
 
     # --- outbox ---------------------------------------------------------------------------
 
