@@ -85,7 +85,8 @@ def test_second_device_sees_everything(devices) -> None:
     assert os.stat(b.mnt / "linked").st_ino == os.stat(b.mnt / "docs" / "hardlink").st_ino
     assert os.stat(b.mnt / "linked").st_nlink == 2
     assert os.readlink(b.mnt / "docs" / "link") == "a.txt"
-    assert (b.mnt / "docs" / "link").read_text() == "hello\nappended\n"
+    assert not (b.mnt / "docs" / "link").exists()  # a.txt was renamed: the link dangles
+    assert (b.mnt / "docs" / "b.txt").read_text() == "hello\nappended\n"
 
     # A's outbox is empty and status says so; unmount drains and exits.
     assert "pending:  0 changes" in a.status()
