@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from cairn.fs.statedir import pid_alive
 from tests.support.server import ServerProcess, cairn_server_command, free_port
 
 BIN = Path(sys.executable).parent
@@ -57,9 +58,7 @@ def stop_pid(pid: int, timeout: float = 15.0) -> None:
                 done, _ = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 done = 0
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
+                if not pid_alive(pid):  # gone, or a zombie its new parent has not reaped
                     return
             if done == pid:
                 return
@@ -137,13 +136,7 @@ class Device:
         pid = self.pid()
         assert pid is not None, "no mount process recorded"
         os.kill(pid, signal.SIGKILL)
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.02)
+        wait_until(lambda: not pid_alive(pid), 10, "the killed mount process to go away")
         lazy_unmount(self.mnt)
 
     def status(self) -> str:
