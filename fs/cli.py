@@ -296,8 +296,8 @@ def exit_code(err: BaseException) -> int:
         return EXIT_USAGE
     if isinstance(err, Unavailable):
         return EXIT_UNAVAILABLE
-    if isinstance(err, (Unauthenticated, ConfigError)):
-        return EXIT_AUTH if isinstance(err, Unauthenticated) else EXIT_FAIL
+    if isinstance(err, Unauthenticated):
+        return EXIT_AUTH
     return EXIT_FAIL
 
 

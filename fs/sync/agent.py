@@ -36,7 +36,7 @@ from .uploader import Uploader
 log = logging.getLogger("cairn.fs.sync")
 
 PULL_INTERVAL = 2.0  # seconds between pulls while online (no hints yet)
-PUSH_TICK = 1.0  # the pusher also looks at the outbox this often, in case a wake was missed
+PUSH_TICK = 0.5  # the pusher also looks at the outbox this often, in case a wake was missed
 OFFLINE_CAP = 4.0  # longest wait between reconnect attempts
 ME_INTERVAL = 30.0  # how often the quota shown by statfs is refreshed
 FETCH_RETRY_AFTER = 2.0  # while offline, fetches fail fast for this long after a failure
