@@ -341,7 +341,8 @@ class FileOps:
         txn = self.store.txn()
         txn.put_blocklist(node.ino, bl)
         txn.put_node(node)
-        txn.outbox_append(wire.Update(new_op_id(), node.id, node.base_rev, bl, node.mtime_ns))
+        if not txn.fold_into_create(node.id, bl, node.mtime_ns):
+            txn.outbox_append(wire.Update(new_op_id(), node.id, node.base_rev, bl, node.mtime_ns))
         txn.commit()
 
     async def seal_all(self, *, durable: bool = True) -> None:

@@ -30,6 +30,8 @@ Contracts
        only rewrites ops still queued when ``outbox_done`` runs);
     3. ``outbox_done(seqs, revs)`` removes the entries and, for ``revs`` ``{node id: rev}``,
        sets the node's ``base_rev`` and rewrites ``base_rev`` of that node's queued ops.
+  A file's first content is folded into its queued ``create`` while no peek has handed
+  that create out (``Txn.fold_into_create``): a small new file costs one op, not two.
   ``pending(node_id)`` is true while a node has queued ops: :meth:`apply_remote` never
   overwrites such a node (local wins until the sync layer resolves the conflict) and
   reports it in ``Changes.kept_local``.
@@ -208,6 +210,7 @@ class Txn:
         self._s = store
         self._w: dict[bytes, bytes | None] = {}
         self._ops: list[tuple[int, str]] = []  # (seq, node id) appended here
+        self._creates: list[tuple[int, str]] = []  # (seq, node id) of create ops appended
         self._done: list[tuple[int, str]] = []  # (seq, node id) removed here
 
     # raw access
@@ -286,19 +289,40 @@ class Txn:
         self._s._next_seq += 1
         self.put(_k(_O, seq), json.dumps(op.to_json(), separators=(",", ":")).encode())
         self._ops.append((seq, op.node))
+        if isinstance(op, wire.Create):
+            self._creates.append((seq, op.node))
+
+    def fold_into_create(self, node_id: str, bl: Blocklist, mtime_ns: int) -> bool:
+        """Put new content into the node's queued ``create`` instead of queueing an
+        ``update``, when no ``outbox_peek`` has handed that create out yet (so nobody can be
+        sending it). True when folded."""
+        seq = self._s._creates.get(node_id)
+        if seq is None or seq <= self._s._peeked_upto:
+            return False
+        raw = self.get(_k(_O, seq))
+        if raw is None:
+            return False
+        obj = json.loads(raw)
+        obj["blocklist"], obj["mtime_ns"] = bl.to_json(), mtime_ns
+        self.put(_k(_O, seq), json.dumps(obj, separators=(",", ":")).encode())
+        return True
 
     def commit(self, *, sync: bool = False) -> None:
         """Write everything staged as one WriteBatch (WAL synced when ``sync``)."""
         self._s._write(self._w, sync)
         for _, nid in self._ops:
             self._s._pending[nid] = self._s._pending.get(nid, 0) + 1
-        for _, nid in self._done:
+        for seq, nid in self._creates:
+            self._s._creates[nid] = seq
+        for seq, nid in self._done:
+            if self._s._creates.get(nid) == seq:
+                del self._s._creates[nid]
             left = self._s._pending.get(nid, 0) - 1
             if left > 0:
                 self._s._pending[nid] = left
             else:
                 self._s._pending.pop(nid, None)
-        self._w, self._ops, self._done = {}, [], []
+        self._w, self._ops, self._done, self._creates = {}, [], [], []
 
 
 class Store:
@@ -308,13 +332,20 @@ class Store:
         self.db = db
         self.path = path
         self.root_id = root_id
-        self._pending: dict[str, int] = {}
+        self._pending: dict[str, int] = {}  # node id -> queued ops
+        self._creates: dict[str, int] = {}  # node id -> seq of its queued create
+        self._peeked_upto = 0
         self._next_seq = 1
         last = self._last_key(_O)
         if last is not None:
             self._next_seq = _U64.unpack(last[1:])[0] + 1
         for e in self.outbox_peek(None):
             self._pending[e.op.node] = self._pending.get(e.op.node, 0) + 1
+            if isinstance(e.op, wire.Create):
+                self._creates[e.op.node] = e.seq
+        # Highest seq any outbox_peek returned: ops up to it may be on their way to the
+        # server and are never rewritten (see Txn.fold_into_create).
+        self._peeked_upto = 0
 
     @classmethod
     def open(cls, path: Path | str, root_id: str, *, uid: int | None = None,
@@ -430,6 +461,8 @@ class Store:
             if n is not None and len(out) >= n:
                 break
             out.append(OutboxEntry(_U64.unpack(key[1:])[0], _op_from_json(json.loads(raw))))
+        if out:
+            self._peeked_upto = max(self._peeked_upto, out[-1].seq)
         return out
 
     def outbox_len(self) -> int:

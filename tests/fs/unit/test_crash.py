@@ -55,10 +55,15 @@ async def test_fsynced_data_survives_kill_9(tmp_path: Path) -> None:
         assert await read_all(ops, ino) == bytes(data)
         kinds = [(e.op.kind, e.op.node) for e in drive.store.outbox_peek(None)]
         nid = drive.store.node(ino).id
-        assert ("create", nid) in kinds and ("update", nid) in kinds
-        update = [e.op for e in drive.store.outbox_peek(None) if e.op.kind == "update"][-1]
-        assert isinstance(update, wire.Update) and update.blocklist.size == len(data)
-        for cid in update.blocklist.chunk_ids():
+        assert ("create", nid) in kinds
+        content = [
+            e.op
+            for e in drive.store.outbox_peek(None)
+            if e.op.kind in ("create", "update") and e.op.node == nid
+        ]
+        assert isinstance(content[-1], wire.Create | wire.Update)
+        assert content[-1].blocklist.size == len(data)
+        for cid in content[-1].blocklist.chunk_ids():
             assert drive.cache.is_dirty(cid) and drive.cache.get(cid) is not None
         assert list((tmp_path / "cache" / "tmp").iterdir()) == []
         assert list(ops.staging_dir.iterdir()) == []

@@ -83,8 +83,8 @@ async def test_sequential_write_streams_and_matches_from_scratch(drive) -> None:
     assert blocklist(drive, fi.fh) == from_scratch([(data, len(data))], DEDUPE, SMALL)
     assert all(drive.cache.is_dirty(cid) for cid, _ in blocklist(drive, fi.fh))
     assert await read_all(drive.ops, fi.fh) == data
-    up = drive.store.outbox_peek(None)[-1].op
-    assert isinstance(up, wire.Update) and list(up.blocklist.entries) == blocklist(drive, fi.fh)
+    (cr,) = (e.op for e in drive.store.outbox_peek(None))
+    assert isinstance(cr, wire.Create) and list(cr.blocklist.entries) == blocklist(drive, fi.fh)
 
 
 async def test_append_after_reopen_streams_and_realigns(drive) -> None:

@@ -110,3 +110,26 @@ def test_nameless_open_node_is_dropped_at_next_open(tmp_path: Path) -> None:
     assert store.node(node.ino) is None and store.ino_of(node.id) is None
     assert store.node(ROOT_INO) is not None
     store.close()
+
+
+def test_first_content_folds_into_an_unpeeked_create_only(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "db", ROOT_ID)
+    a = add_file(store, ROOT_INO, "a", queue=False)
+    txn = store.txn()
+    txn.outbox_append(wire.Create("c-a", a.id, ROOT_ID, "a", 0o644, 5, wire.Blocklist()))
+    txn.commit()
+    bl = wire.Blocklist(((b"\2" * 32, 7),))
+    txn = store.txn()
+    assert txn.fold_into_create(a.id, bl, 99)
+    txn.commit()
+    (entry,) = store.outbox_peek(None)  # the pusher may now be sending it
+    assert entry.op.blocklist == bl and entry.op.mtime_ns == 99
+    assert not store.txn().fold_into_create(a.id, wire.Blocklist(), 100)
+    store.close()
+    store = Store.open(tmp_path / "db", ROOT_ID)  # a new process has sent nothing yet
+    txn = store.txn()
+    assert txn.fold_into_create(a.id, wire.Blocklist(), 100)
+    txn.commit()
+    store.outbox_done([entry.seq], {a.id: 1})
+    assert not store.txn().fold_into_create(a.id, bl, 101)  # no queued create any more
+    store.close()
