@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from cairn.core import wire
 from cairn.core.errors import (
@@ -43,6 +43,63 @@ from .nodes import NodeState, child_id, load_nodes
 from .schema import chunks, journal, names, namespaces, nodes, op_results, revisions, users, xattrs
 
 MAX_DEPTH = 4096
+
+# Statements built once: a commit runs a dozen of them, and building a construct per call
+# (cache-key generation, coercions) costs more than executing it on SQLite.
+_b = bindparam
+_LOCK = (
+    select(namespaces.c.seq, namespaces.c.used, namespaces.c.owner_id, users.c.quota)
+    .select_from(namespaces.join(users, users.c.id == namespaces.c.owner_id))
+    .where(namespaces.c.id == _b("ns"))
+    .with_for_update(of=namespaces)
+)
+_OTHER_USED = select(namespaces.c.used).where(
+    namespaces.c.owner_id == _b("owner"), namespaces.c.id != _b("ns")
+)
+_STORED = select(op_results.c.op_id, op_results.c.result).where(
+    op_results.c.device_id == _b("device"), op_results.c.op_id.in_(_b("ids", expanding=True))
+)
+_HAS_CHILD = (
+    select(names.c.node).where(names.c.ns == _b("ns"), names.c.parent == _b("parent")).limit(1)
+)
+_PARENT_OF = select(names.c.parent).where(names.c.node == _b("node")).limit(1)
+_SAVE_NODE = (
+    update(nodes)
+    .where(nodes.c.id == _b("b_id"))
+    .values(
+        mode=_b("b_mode"), mtime_ns=_b("b_mtime_ns"), rev=_b("b_rev"), size=_b("b_size"),
+        used=_b("b_used"), deleted=_b("b_deleted"), deleted_ns=_b("b_deleted_ns"),
+        last_parent=_b("b_last_parent"), last_name=_b("b_last_name"), seq=_b("b_seq"),
+    )
+)  # fmt: skip
+_INSERT_NODE = insert(nodes)
+_INSERT_NAME = insert(names)
+_INSERT_XATTR = insert(xattrs)
+_INSERT_REVISION = insert(revisions)
+_INSERT_JOURNAL = insert(journal)
+_INSERT_RESULT = insert(op_results)
+_NAME_WHERE = (
+    names.c.ns == _b("b_ns"),
+    names.c.parent == _b("b_parent"),
+    names.c.name == _b("b_name"),
+)
+_DELETE_NAME = delete(names).where(*_NAME_WHERE)
+_MOVE_NAME = (
+    update(names).where(*_NAME_WHERE).values(parent=_b("b_new_parent"), name=_b("b_new_name"))
+)
+_DELETE_XATTRS = delete(xattrs).where(
+    xattrs.c.node == _b("node"), xattrs.c.name.in_(_b("names", expanding=True))
+)
+_ADD_REFS = (
+    update(chunks)
+    .where(chunks.c.id.in_(_b("ids", expanding=True)))
+    .values(refcount=chunks.c.refcount + _b("delta"))
+)
+_SAVE_NS = (
+    update(namespaces)
+    .where(namespaces.c.id == _b("b_ns"))
+    .values(seq=_b("b_seq"), used=_b("b_used"))
+)
 
 
 class _Refused(Exception):
@@ -85,33 +142,22 @@ class Batch:
     # --- setup and teardown --------------------------------------------------------------
 
     def lock(self) -> None:
-        row = (
-            self.conn.execute(
-                select(namespaces.c.seq, namespaces.c.used, namespaces.c.owner_id)
-                .where(namespaces.c.id == self.ns)
-                .with_for_update()
-            )
-        ).one()
-        self.seq, self.used = row.seq, row.used
-        self.quota = (
-            self.conn.execute(select(users.c.quota).where(users.c.id == row.owner_id))
-        ).scalar()
+        """Lock the namespace row and load seq, usage and the owner's quota; ``NotFound``
+        unless the committing user owns the namespace."""
+        if type(self.ns) is not int:
+            raise NotFound("namespace not found")
+        row = self.conn.execute(_LOCK, {"ns": self.ns}).first()
+        if row is None or row.owner_id != self.user_id:
+            raise NotFound(f"namespace {self.ns} not found")
+        self.seq, self.used, self.quota = row.seq, row.used, row.quota
         if self.quota is not None:
-            others = self.conn.execute(
-                select(namespaces.c.used).where(
-                    namespaces.c.owner_id == row.owner_id, namespaces.c.id != self.ns
-                )
-            )
+            others = self.conn.execute(_OTHER_USED, {"owner": row.owner_id, "ns": self.ns})
             self.other_used = sum(r[0] for r in others)
 
     def stored_results(self, op_ids: list[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         for part in batched(op_ids):
-            rows = self.conn.execute(
-                select(op_results.c.op_id, op_results.c.result).where(
-                    op_results.c.device_id == self.device_id, op_results.c.op_id.in_(part)
-                )
-            )
+            rows = self.conn.execute(_STORED, {"device": self.device_id, "ids": list(part)})
             found.update((op_id, json.loads(result)) for op_id, result in rows)
         return found
 
@@ -130,24 +176,16 @@ class Batch:
     def finish(self) -> None:
         c = self.conn
         if self.journal_rows:
-            c.execute(insert(journal), self.journal_rows)
+            c.execute(_INSERT_JOURNAL, self.journal_rows)
         if self.result_rows:
-            c.execute(insert(op_results), self.result_rows)
+            c.execute(_INSERT_RESULT, self.result_rows)
         by_delta: dict[int, list[bytes]] = {}
         for cid, n in self.refs.items():
             by_delta.setdefault(n, []).append(cid)
         for delta, ids in by_delta.items():
             for part in batched(ids):
-                c.execute(
-                    update(chunks)
-                    .where(chunks.c.id.in_(part))
-                    .values(refcount=chunks.c.refcount + delta)
-                )
-        c.execute(
-            update(namespaces)
-            .where(namespaces.c.id == self.ns)
-            .values(seq=self.seq, used=self.used)
-        )
+                c.execute(_ADD_REFS, {"ids": list(part), "delta": delta})
+        c.execute(_SAVE_NS, {"b_ns": self.ns, "b_seq": self.seq, "b_used": self.used})
 
     # --- lookups -------------------------------------------------------------------------
 
@@ -186,10 +224,7 @@ class Batch:
             raise AlreadyExists(f"node id {node_id} already exists")
 
     def has_children(self, dir_id: str) -> bool:
-        row = self.conn.execute(
-            select(names.c.node).where(names.c.ns == self.ns, names.c.parent == dir_id).limit(1)
-        )
-        return row.first() is not None
+        return self.conn.execute(_HAS_CHILD, {"ns": self.ns, "parent": dir_id}).first() is not None
 
     def is_within(self, ancestor: str, node_id: str) -> bool:
         """True if ``node_id`` is ``ancestor`` or lies below it (directories have one name)."""
@@ -199,9 +234,7 @@ class Batch:
                 return False
             if current == ancestor:
                 return True
-            current = (
-                self.conn.execute(select(names.c.parent).where(names.c.node == current).limit(1))
-            ).scalar()
+            current = self.conn.execute(_PARENT_OF, {"node": current}).scalar()
         raise InvalidArgument(f"directory tree deeper than {MAX_DEPTH}")
 
     def check_content(self, bl: wire.Blocklist, delta: int) -> None:
@@ -231,27 +264,33 @@ class Batch:
         )  # fmt: skip
         return self.seq
 
-    def save(self, state: NodeState, kind: str, **values: Any) -> None:
-        """Allocate a seq for ``state`` and write ``values`` plus the seq to its row."""
+    def save(self, state: NodeState, kind: str) -> None:
+        """Allocate a seq for ``state`` and write its row."""
         self.bump(state, kind)
         self.conn.execute(
-            update(nodes).where(nodes.c.id == state.id).values(seq=state.seq, **values)
-        )
+            _SAVE_NODE,
+            {"b_id": state.id, "b_mode": state.mode, "b_mtime_ns": state.mtime_ns,
+             "b_rev": state.rev, "b_size": state.size, "b_used": state.used,
+             "b_deleted": state.deleted, "b_deleted_ns": state.deleted_ns,
+             "b_last_parent": state.last_parent, "b_last_name": state.last_name,
+             "b_seq": state.seq},
+        )  # fmt: skip
 
     def insert_node(self, state: NodeState, parent: str, name: str, kind: str) -> None:
         self.bump(state, kind)
         state.names = [(parent, name)]
         self.conn.execute(
-            insert(nodes).values(
-                id=state.id, ns=self.ns, type=state.type, mode=state.mode,
-                mtime_ns=state.mtime_ns, rev=state.rev, size=state.size, used=state.used,
-                target=state.target, deleted=False, seq=state.seq,
-            )
+            _INSERT_NODE,
+            {"id": state.id, "ns": self.ns, "type": state.type, "mode": state.mode,
+             "mtime_ns": state.mtime_ns, "rev": state.rev, "size": state.size,
+             "used": state.used, "target": state.target, "deleted": False, "seq": state.seq},
         )  # fmt: skip
-        self.conn.execute(insert(names).values(ns=self.ns, parent=parent, name=name, node=state.id))
+        self.conn.execute(
+            _INSERT_NAME, {"ns": self.ns, "parent": parent, "name": name, "node": state.id}
+        )
         if state.xattrs:
             self.conn.execute(
-                insert(xattrs),
+                _INSERT_XATTR,
                 [{"node": state.id, "name": k, "value": v} for k, v in state.xattrs.items()],
             )
         self.cache[state.id] = state
@@ -259,32 +298,24 @@ class Batch:
     def add_revision(self, state: NodeState, bl: wire.Blocklist) -> None:
         blob = bl.encode()
         self.conn.execute(
-            insert(revisions).values(
-                node=state.id, rev=state.rev, blocklist=blob, size=state.size,
-                used=state.used, mtime_ns=state.mtime_ns, mode=state.mode,
-                device_id=self.device_id, created_ns=self.now,
-            )
+            _INSERT_REVISION,
+            {"node": state.id, "rev": state.rev, "blocklist": blob, "size": state.size,
+             "used": state.used, "mtime_ns": state.mtime_ns, "mode": state.mode,
+             "device_id": self.device_id, "created_ns": self.now},
         )  # fmt: skip
         state.blocklist = blob
         self.refs.update(bl.chunk_ids())
 
-    def drop_name(self, state: NodeState, parent: str, name: str) -> dict[str, Any]:
-        """Remove one name of ``state``; the last one moves the node to the trash.
-        Returns the node-row values the caller must save."""
-        self.conn.execute(
-            delete(names).where(
-                names.c.ns == self.ns, names.c.parent == parent, names.c.name == name
-            )
-        )
+    def drop_name(self, state: NodeState, parent: str, name: str) -> None:
+        """Remove one name of ``state``; the last one moves the node to the trash. The
+        caller saves the node."""
+        self.conn.execute(_DELETE_NAME, {"b_ns": self.ns, "b_parent": parent, "b_name": name})
         state.names.remove((parent, name))
-        if state.names:
-            return {}
-        state.deleted = True
-        state.deleted_ns = self.now
-        state.last_parent, state.last_name = parent, name
-        self.used -= state.used
-        return {"deleted": True, "deleted_ns": self.now, "last_parent": parent,
-                "last_name": name}  # fmt: skip
+        if not state.names:
+            state.deleted = True
+            state.deleted_ns = self.now
+            state.last_parent, state.last_name = parent, name
+            self.used -= state.used
 
     # --- ops -----------------------------------------------------------------------------
 
@@ -336,8 +367,7 @@ class Batch:
         state.rev += 1
         state.size, state.used, state.mtime_ns = op.blocklist.size, used, op.mtime_ns
         self.add_revision(state, op.blocklist)
-        self.save(state, "update", rev=state.rev, size=state.size, used=used,
-                        mtime_ns=state.mtime_ns)  # fmt: skip
+        self.save(state, "update")
         return state
 
     def op_setattr(self, op: wire.Setattr) -> NodeState:
@@ -348,21 +378,18 @@ class Batch:
             raise TooLarge(f"a node holds at most {wire.MAX_XATTRS} xattrs")
         gone = [k for k in state.xattrs if k not in merged or k in op.xattrs_set]
         if gone:
-            self.conn.execute(
-                delete(xattrs).where(xattrs.c.node == state.id, xattrs.c.name.in_(gone))
-            )
+            self.conn.execute(_DELETE_XATTRS, {"node": state.id, "names": gone})
         if op.xattrs_set:
             self.conn.execute(
-                insert(xattrs),
+                _INSERT_XATTR,
                 [{"node": state.id, "name": k, "value": v} for k, v in op.xattrs_set.items()],
             )
         state.xattrs = merged
-        values: dict[str, Any] = {}
         if op.mode is not None:
-            state.mode = values["mode"] = op.mode
+            state.mode = op.mode
         if op.mtime_ns is not None:
-            state.mtime_ns = values["mtime_ns"] = op.mtime_ns
-        self.save(state, "setattr", **values)
+            state.mtime_ns = op.mtime_ns
+        self.save(state, "setattr")
         return state
 
     def op_rename(self, op: wire.Rename) -> NodeState:
@@ -390,13 +417,13 @@ class Batch:
                     raise DirectoryNotEmpty(f"directory {op.new_name!r} is not empty")
             elif state.type == "dir":
                 raise NotADirectory(f"{op.new_name!r} is not a directory")
-            values = self.drop_name(holder, op.new_parent, op.new_name)
-            self.save(holder, "replaced", **values)
+            self.drop_name(holder, op.new_parent, op.new_name)
+            self.save(holder, "replaced")
         self.conn.execute(
-            update(names)
-            .where(names.c.ns == self.ns, names.c.parent == op.parent, names.c.name == op.name)
-            .values(parent=op.new_parent, name=op.new_name)
-        )
+            _MOVE_NAME,
+            {"b_ns": self.ns, "b_parent": op.parent, "b_name": op.name,
+             "b_new_parent": op.new_parent, "b_new_name": op.new_name},
+        )  # fmt: skip
         state.names[state.names.index((op.parent, op.name))] = (op.new_parent, op.new_name)
         self.save(state, "rename")
         return state
@@ -410,7 +437,8 @@ class Batch:
         self.directory(op.new_parent, "new_parent")
         self.check_free(op.new_parent, op.new_name)
         self.conn.execute(
-            insert(names).values(ns=self.ns, parent=op.new_parent, name=op.new_name, node=state.id)
+            _INSERT_NAME,
+            {"ns": self.ns, "parent": op.new_parent, "name": op.new_name, "node": state.id},
         )
         state.names.append((op.new_parent, op.new_name))
         self.save(state, "link")
@@ -424,8 +452,8 @@ class Batch:
             raise _conflict("stale_base", state)
         if state.type == "dir" and self.has_children(state.id):
             raise DirectoryNotEmpty(f"directory {op.name!r} is not empty")
-        values = self.drop_name(state, op.parent, op.name)
-        self.save(state, "unlink", **values)
+        self.drop_name(state, op.parent, op.name)
+        self.save(state, "unlink")
         return state
 
 

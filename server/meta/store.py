@@ -170,10 +170,10 @@ def _namespaces(conn: Connection, user_id: int) -> list[NamespaceInfo]:
 def _commit(
     conn: Connection, user_id: int, device_id: int, ns: int, ops: list[wire.Op]
 ) -> list[dict[str, Any]]:
-    _check_access(conn, user_id, ns)
     if not ops:
+        _check_access(conn, user_id, ns)
         return []
-    return apply_batch(conn, user_id, device_id, ns, ops)
+    return apply_batch(conn, user_id, device_id, ns, ops)  # checks access itself
 
 
 class MetaStore:
