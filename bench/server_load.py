@@ -51,7 +51,9 @@ VENV_BIN = Path(sys.executable).parent
 PASSWORD = "load-bench-password"
 OPS = ("list", "stat", "changes", "missing", "commit", "upload")
 # Relative weights of the requests a device chooses (an upload precedes each new content).
-MIX = {"list": 20, "stat": 25, "changes": 25, "missing": 12, "commit": 18}
+# Reads dominate a sync service: devices poll the feed, stat and list far more often than
+# they commit. Each commit carries 1-4 creates/updates, each preceded by one chunk upload.
+MIX = {"list": 22, "stat": 30, "changes": 25, "missing": 15, "commit": 8}
 
 
 # ----------------------------------------------------------------------------------------
@@ -463,6 +465,31 @@ def summarize(results: list[dict[str, Any]], seconds: float) -> tuple[str, dict[
     return text, figures
 
 
+def blob_store_line(port: int) -> str:
+    """Mean blob store put latency and put count, from the server's own /metrics."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+            chunks = []
+            for _ in range(10_000):  # bounded read of one response
+                part = sock.recv(65536)
+                if not part:
+                    break
+                chunks.append(part)
+    except OSError:
+        return ""
+    sums: dict[str, float] = {}
+    for line in b"".join(chunks).decode(errors="replace").splitlines():
+        for kind in ("sum", "count"):
+            head = f"cairn_blobstore_operation_seconds_{kind}{{"
+            if line.startswith(head) and 'op="put"' in line:
+                sums[kind] = sums.get(kind, 0.0) + float(line.rsplit(" ", 1)[1])
+    if not sums.get("count"):
+        return ""
+    mean = 1000 * sums["sum"] / sums["count"]
+    return f"blob store (server /metrics, whole run incl. seeding): {sums['count']:.0f} puts, mean {mean:.1f} ms"
+
+
 def summarize_profile(raw_path: Path, top: int = 18) -> str:
     """Top functions by own (leaf) samples and by inclusive samples, from py-spy's raw
     (collapsed stacks) output."""
@@ -613,6 +640,7 @@ def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
                 raise BenchError(f"load process exited with status {w.returncode}")
         wall = time.monotonic() - t0
         server_cpu = sum(proc.cpu_times()[:2]) - cpu0
+        blob_line = blob_store_line(port)
         results = [json.loads((base / f"out{p}.json").read_text()) for p in range(args.procs)]
         text, figures = summarize(results, args.seconds)
         load_cpu = sum(r["cpu"] for r in results)
@@ -628,6 +656,8 @@ def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
             text,
             cpu_line,
         ]
+        if blob_line:
+            out.append(blob_line)
         if spy is not None:
             spy.wait(timeout=args.seconds + 60)
             out.append(summarize_profile(base / "profile.txt"))

@@ -1,7 +1,9 @@
 """``LocalBlobStore``: blobs as files in a directory, fanned out by id prefix.
 
-Layout: ``ROOT/ab/cd/abcd…(64 hex)``. Two levels of 256 directories keep every directory
-small up to hundreds of millions of blobs.
+Layout: ``ROOT/ab/abcd…(64 hex)``: one level of 256 directories, all created (and fsynced)
+when the store opens, so a put never creates a directory and costs exactly two fsyncs (the
+file, then its directory after the rename). 256 directories keep each one near 40,000
+entries at ten million blobs, which ext4/xfs hashed directories handle without trouble.
 
 Crash safety: a blob is written to a temporary file in its final directory (name starting
 with ``.tmp-``), fsynced, renamed over its final name and the directory is fsynced. A crash
@@ -16,6 +18,7 @@ loop never waits on the disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
@@ -48,16 +51,29 @@ class LocalBlobStore(BlobStore):
     def __init__(self, path: str | os.PathLike[str], *, threads: int = 8) -> None:
         self.root = Path(path)
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self._create_fanout()
         except OSError as e:
             raise BlobStoreError(f"cannot create blob directory {self.root}: {e}") from e
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blobs-local")
+
+    def _create_fanout(self) -> None:
+        """Create ROOT and its 256 fan-out directories, durably; cheap when they exist."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        created = False
+        for n in range(256):
+            try:
+                (self.root / f"{n:02x}").mkdir()
+                created = True
+            except FileExistsError:
+                continue
+        if created:
+            _fsync_dir(self.root)
 
     def __repr__(self) -> str:
         return f"LocalBlobStore({str(self.root)!r})"
 
     def _path(self, hexid: str) -> Path:
-        return self.root / hexid[:2] / hexid[2:4] / hexid
+        return self.root / hexid[:2] / hexid
 
     async def _run(self, what: str, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
@@ -68,23 +84,10 @@ class LocalBlobStore(BlobStore):
 
     # --- blocking halves, run in the pool ------------------------------------------------
 
-    def _ensure_dir(self, final: Path) -> None:
-        """Create the fan-out directories, fsyncing each parent whose entries changed."""
-        parent = final.parent
-        if parent.is_dir():
-            return
-        for d in (parent.parent, parent):
-            try:
-                d.mkdir()
-            except FileExistsError:
-                continue
-            _fsync_dir(d.parent)
-
     def _put(self, hexid: str, data: bytes) -> None:
         final = self._path(hexid)
         if final.exists():
             return  # content-addressed: an existing final name holds these very bytes
-        self._ensure_dir(final)
         tmp = final.parent / f"{TEMP_PREFIX}{hexid[:16]}-{secrets.token_hex(6)}"
         try:
             # "xb": O_EXCL, so two puts of one id never share a temporary file.
@@ -94,7 +97,8 @@ class LocalBlobStore(BlobStore):
                 os.fsync(f.fileno())
             os.replace(tmp, final)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # keep the original error, not the cleanup's
+                tmp.unlink()
             raise
         _fsync_dir(final.parent)
 
@@ -116,21 +120,17 @@ class LocalBlobStore(BlobStore):
             return
         _fsync_dir(final.parent)
 
-    def _list_top(self, top: str) -> list[bytes]:
-        """Ids stored under one top-level fan-out directory."""
-        out: list[bytes] = []
+    def _list_dir(self, top: str) -> list[bytes]:
+        """Ids stored in one fan-out directory."""
         try:
-            mids = [e for e in os.scandir(self.root / top) if e.is_dir() and _HEX_DIR.match(e.name)]
-        except FileNotFoundError:
-            return out
-        for mid in mids:
-            with os.scandir(mid.path) as it:
-                out.extend(
+            with os.scandir(self.root / top) as it:
+                return [
                     bytes.fromhex(e.name)
                     for e in it
-                    if _HEX_NAME.match(e.name) and e.name.startswith(top + mid.name)
-                )
-        return out
+                    if _HEX_NAME.match(e.name) and e.name.startswith(top)
+                ]
+        except FileNotFoundError:
+            return []
 
     def _tops(self) -> list[str]:
         with os.scandir(self.root) as it:
@@ -139,7 +139,7 @@ class LocalBlobStore(BlobStore):
     def _remove_stale_temps(self, older_than: float) -> int:
         cutoff = time.time() - older_than
         removed = 0
-        for tmp in self.root.glob(f"[0-9a-f][0-9a-f]/[0-9a-f][0-9a-f]/{TEMP_PREFIX}*"):
+        for tmp in self.root.glob(f"[0-9a-f][0-9a-f]/{TEMP_PREFIX}*"):
             try:
                 if tmp.stat().st_mtime < cutoff:
                     tmp.unlink()
@@ -163,9 +163,9 @@ class LocalBlobStore(BlobStore):
         await self._run("delete", self._delete, check_id(cid))
 
     async def iter_ids(self) -> AsyncGenerator[bytes, None]:
-        # One pool call per top-level directory bounds both memory and each blocking call.
+        # One pool call per fan-out directory bounds both memory and each blocking call.
         for top in await self._run("list", self._tops):
-            for cid in await self._run("list", self._list_top, top):
+            for cid in await self._run("list", self._list_dir, top):
                 yield cid
 
     async def remove_stale_temps(self, older_than: float = 3600.0) -> int:

@@ -92,7 +92,7 @@ async def test_temp_files_are_ignored_and_cleaned(tmp_path) -> None:
         cid = os.urandom(32)
         await store.put(cid, b"complete")
         h = cid.hex()
-        fan = tmp_path / h[:2] / h[2:4]
+        fan = tmp_path / h[:2]
         # what an interrupted put leaves behind, and a stray non-blob file
         (fan / f"{TEMP_PREFIX}{h[:16]}-000000").write_bytes(b"compl")
         (fan / "README").write_text("not a blob")
@@ -115,6 +115,6 @@ async def test_put_leaves_no_temp_file_and_fsyncs_a_complete_file(tmp_path) -> N
         assert temp_files(tmp_path) == []
         for cid, data in blobs.items():
             h = cid.hex()
-            assert (tmp_path / h[:2] / h[2:4] / h).read_bytes() == data
+            assert (tmp_path / h[:2] / h).read_bytes() == data
     finally:
         await store.close()

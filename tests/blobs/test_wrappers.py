@@ -54,10 +54,16 @@ class Retries:
 
 
 def blocked_id(root) -> bytes:
-    """An id whose fan-out directory is blocked by a regular file (real ENOTDIR)."""
+    """An id whose fan-out directory has been replaced by a regular file (real ENOTDIR)."""
     cid = b"\xab" + os.urandom(31)
+    (root / "ab").rmdir()
     (root / "ab").write_bytes(b"in the way")
     return cid
+
+
+def unblock(root) -> None:
+    (root / "ab").unlink()
+    (root / "ab").mkdir()
 
 
 def local_stack(root, hook: Retries, attempts: int = 3) -> RetryingBlobStore:
@@ -88,7 +94,7 @@ async def test_retry_gives_up_after_bounded_attempts(tmp_path) -> None:
 
 @pytest.mark.expect_warnings
 async def test_retry_recovers_when_the_medium_recovers(tmp_path) -> None:
-    hook = Retries(repair=lambda: (tmp_path / "ab").unlink())
+    hook = Retries(repair=lambda: unblock(tmp_path))
     store = local_stack(tmp_path, hook)
     try:
         cid = blocked_id(tmp_path)
