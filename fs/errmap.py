@@ -37,6 +37,12 @@ class NoAttribute(E.NotFound):
     code = "no_attribute"
 
 
+class ChunkMissing(E.CairnError):
+    """A blocklist names a chunk that is neither cached nor on the server (EIO)."""
+
+    code = "chunk_missing"
+
+
 class TooManyLinks(E.CairnError):
     code = "too_many_links"
 

@@ -34,7 +34,7 @@ from cairn.core import frame, wire
 from cairn.core.wire import Blocklist
 
 from . import seal
-from .errmap import translate
+from .errmap import ChunkMissing, translate
 from .staging import Batch, FileContent, frame_chunks
 from .store import Node, new_op_id
 
@@ -44,6 +44,7 @@ MAX_READAHEAD = 2
 # Up to this many bytes, the final cut and framing of a streamed file run on the trio thread
 # (~0.1 ms of CPU) instead of costing two worker-thread round trips: small files are common.
 INLINE_BYTES = 64 * 1024
+KERNEL_SEEN_MAX = 100_000  # open files remembered for keep_cache
 
 
 class FileOps:
@@ -91,6 +92,10 @@ class FileOps:
                 "chunk %s is not cached and the server is unavailable: %s", cid.hex()[:16], e
             )
             raise
+        except E.NotFound:
+            # A blocklist names a chunk nobody has: an I/O error for the reader, not ENOENT.
+            log.error("chunk %s is neither cached nor on the server", cid.hex()[:16])
+            raise ChunkMissing(f"chunk {cid.hex()} is missing") from None
         plain = await trio.to_thread.run_sync(
             lambda: frame.decode(raw, cid, dedupe_key=self.dedupe_key)
         )
@@ -140,6 +145,8 @@ class FileOps:
         content.opens += 1
         seen = (node.size, node.mtime_ns)
         keep = self._kernel_seen.get(inode) == seen and not content.dirty
+        if len(self._kernel_seen) >= KERNEL_SEEN_MAX:
+            self._kernel_seen.clear()  # forgetting only costs a page-cache refill
         self._kernel_seen[inode] = seen
         return pyfuse3.FileInfo(fh=inode, keep_cache=keep)
 

@@ -348,3 +348,16 @@ async def test_offline_uncached_read_is_eio_not_hang(drive) -> None:
     drive.source.online = True
     assert await ops.read(fi.fh, 0, 100) == b"only on the server"
     await ops.release(fi.fh)
+
+
+@pytest.mark.expect_warnings
+async def test_chunk_missing_everywhere_is_eio(drive) -> None:
+    ops = drive.ops
+    ghost = bytes(32)
+    n = wire.Node("ab" * 16, 1, "file", 0o644, 1, 1, 10, ((ROOT_ID, "ghost"),), None, {},
+                  wire.Blocklist(((ghost, 10),)), False, 1)  # fmt: skip
+    await ops.apply_remote([n])
+    ino = (await ops.lookup(ROOT_INO, b"ghost", CTX)).st_ino
+    fi = await ops.open(ino, os.O_RDONLY, CTX)
+    assert await errno_of(ops.read(fi.fh, 0, 10)) == errno.EIO
+    await ops.release(fi.fh)
