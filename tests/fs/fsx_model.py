@@ -272,10 +272,34 @@ class FsxRun:
         return f"rename {slot} -> {dst}" + (" (replacing)" if replaced else "")
 
     def op_unlink(self, slot: str) -> str:
-        self._close(slot)
-        self.both(f"unlink {slot}", lambda r: os.unlink(r / slot), self.drive, self.ref)
-        self.exists.discard(slot)
-        return f"unlink {slot}"
+        if self.rng.random() < 0.6:
+            self._close(slot)
+            self.both(f"unlink {slot}", lambda r: os.unlink(r / slot), self.drive, self.ref)
+            self.exists.discard(slot)
+            return f"unlink {slot}"
+        # Unlink while open: the fds still reach the orphaned file; write and read through
+        # them, then close — the file must stay gone (no resurrection by the seal or sync).
+        pair = self.open.pop(slot)
+        try:
+            self.both(f"unlink {slot} (open)", lambda r: os.unlink(r / slot), self.drive, self.ref)
+            self.exists.discard(slot)
+            off = self.rng.randint(0, os.fstat(pair.ref).st_size + 64 * KiB)
+            data = _data(self.rng, self.rng.randint(1, 256 * KiB))
+            self.both(
+                f"pwrite to unlinked {slot}",
+                lambda fd: os.pwrite(fd, data, off),
+                pair.drive,
+                pair.ref,
+            )
+            want = os.pread(pair.ref, len(data) + 8 * KiB, max(0, off - 4 * KiB))
+            got = os.pread(pair.drive, len(data) + 8 * KiB, max(0, off - 4 * KiB))
+            if got != want:
+                raise self.fail(f"read of unlinked open {slot} differs near offset {off}")
+            if self.rng.random() < 0.5:
+                self.both(f"fsync unlinked {slot}", os.fsync, pair.drive, pair.ref)
+        finally:
+            pair.close()
+        return f"unlink {slot} while open, write off={off} len={len(data)}, close"
 
     def op_chmod(self, slot: str) -> str:
         mode = self.rng.choice(MODES)
