@@ -1,13 +1,13 @@
 """File content handlers of the drive's ``Operations``: open, read, write, release, fsync,
 sealing, chunk fetching and readahead (a mixin; ``fs/ops.py`` composes it).
 
-Write path: sequential writes stream (``fs/staging.py``): every ``max_size`` bytes the tail
-is cut (worker thread, serialised by the file's lock) and the final chunks are hashed,
-framed and cached by a background batch (``_frame_batch``) while the kernel sends the next
-writes. At most ``MAX_BATCHES`` batches per file are in flight: a write that would start
-another waits for the oldest (backpressure keeps memory at a few chunks per file). Without
-a running ``Operations.run`` service (unit tests) batches run inline. Other writes stage to
-the sparse file.
+Write path: sequential writes stream (``fs/staging.py``): every ``max_size`` bytes the new
+tail bytes become a background batch (``_batch``) that cuts them — batches take turns, the
+chunker is sequential — and hashes, frames and caches the final chunks, while the kernel
+sends the next writes. At most ``MAX_BATCHES`` batches per file are in flight: a write that
+would start another waits for one to finish (backpressure keeps memory at a few chunks per
+file). Without a running ``Operations.run`` service (unit tests) the same work runs inline.
+Other writes stage to the sparse file.
 
 Seal (last release, fsync, truncate of a closed file, ``seal_all``): under the file's lock,
 wait for the batches, cut and frame the tail, re-chunk around staged extents
@@ -216,34 +216,46 @@ class FileOps:
         return len(buf)
 
     async def _cut_and_frame(self, content: FileContent, final: bool = False) -> None:
-        """Cut what was appended and frame the final chunks (in the background when the
-        service runs). Caller holds ``content.lock``."""
-        piece = content.take_uncut()
+        """Cut what was appended and frame the chunks that became final: in a background
+        batch when the service runs (and not ``final``), else here. Caller holds
+        ``content.lock``."""
         assert content.stream is not None
+        if final:
+            await self._drain(content)  # earlier pieces are cut before the last one
+        piece = content.take_uncut()
+        if not final and self._nursery is not None:
+            while len(content.batches) >= MAX_BATCHES:
+                await content.batch_done.wait()
+            batch = Batch(content.next_batch)
+            content.next_batch += 1
+            content.batches.append(batch)
+            self._nursery.start_soon(self._batch, content, batch, piece)
+            return
         held = content.stream.total - content.stream.offset
-        if final and not content.batches and held + len(piece) <= INLINE_BYTES:
+        if final and held + len(piece) <= INLINE_BYTES:
             # a small file's last bytes: cheaper here than two thread hops
             chunks = content.cut(piece, True)
             content.install_fed(frame_chunks(chunks, self.dedupe_key, self.cache))
             return
         chunks = await trio.to_thread.run_sync(content.cut, piece, final)
-        if not chunks:
-            return
-        if self._nursery is None or final:
-            await self._drain(content)
+        if chunks:
             entries = await trio.to_thread.run_sync(
                 frame_chunks, chunks, self.dedupe_key, self.cache, limiter=self.cpu_limiter
             )
             content.install_fed(entries)
-            return
-        while len(content.batches) >= MAX_BATCHES:
-            await content.batch_done.wait()
-        batch = Batch()
-        content.batches.append(batch)
-        self._nursery.start_soon(self._frame_batch, content, batch, chunks)
 
-    async def _frame_batch(self, content: FileContent, batch: Batch, chunks: list[bytes]) -> None:
+    async def _batch(self, content: FileContent, batch: Batch, piece: bytes) -> None:
+        """Cut ``piece`` (strictly in batch order: the chunker is sequential) and frame the
+        chunks, then install every finished batch at the head of the queue."""
         try:
+            while content.cut_turn != batch.number:
+                await content.cut_done.wait()
+            try:
+                chunks = await trio.to_thread.run_sync(content.cut, piece)
+            finally:
+                content.cut_turn += 1
+                content.cut_done.set()
+                content.cut_done = trio.Event()
             batch.entries = await trio.to_thread.run_sync(
                 frame_chunks, chunks, self.dedupe_key, self.cache, limiter=self.cpu_limiter
             )
@@ -251,7 +263,7 @@ class FileOps:
             batch.error = E.Unavailable("the drive is shutting down")
             raise
         except Exception as e:  # surfaced to the next write/seal of this file as an errno
-            log.error("framing chunks of inode %d failed: %r", content.ino, e)
+            log.error("chunking inode %d failed: %r", content.ino, e)
             batch.error = e
         finally:
             batch.done = True

@@ -56,9 +56,10 @@ _counter = itertools.count(1)
 class Batch:
     """One framing job of a streaming file: its result once ``done``."""
 
-    __slots__ = ("done", "entries", "error")
+    __slots__ = ("done", "entries", "error", "number")
 
-    def __init__(self) -> None:
+    def __init__(self, number: int) -> None:
+        self.number = number  # batches cut their pieces in this order
         self.done = False
         self.entries: list[Entry] = []
         self.error: BaseException | None = None
@@ -82,6 +83,9 @@ class FileContent:
         self.lock = trio.Lock()
         self.batches: deque[Batch] = deque()  # framing jobs in flight, in stream order
         self.batch_done = trio.Event()  # set (and replaced) whenever a batch finishes
+        self.next_batch = 0  # number of the next batch
+        self.cut_turn = 0  # number of the batch whose piece is cut next
+        self.cut_done = trio.Event()  # set (and replaced) whenever a batch's cut ends
         self.error: BaseException | None = None  # a failed batch: later writes/seals fail
         self.opens = 0
         self._dir = staging_dir
