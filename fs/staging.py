@@ -24,7 +24,8 @@ lists the pieces — staged ranges, base chunk slices, tail bytes (copied), zero
 Concurrency: fields change only on the trio thread: under ``lock`` (writes, truncates,
 seals) and in ``install_fed`` (a background batch finishing; no await inside, and it only
 appends to ``base`` and trims ``tail``, which a plan already copied). Worker threads touch
-only the stream chunker (``cut``, serialised by ``lock``), the cache, and — during a seal,
+only the stream chunker (``cut``: one at a time, batches take turns by number, and the
+final cut waits for them), the cache, and — during a seal,
 while ``lock`` is held and no batch is in flight — read the state through ``read``.
 """
 
@@ -174,7 +175,7 @@ class FileContent:
 
     def cut(self, piece: bytes, final: bool = False) -> list[bytes]:
         """Feed ``piece`` to the stream chunker and return the chunks that became final
-        (all when ``final``). Worker thread, under ``lock``: touches only the chunker."""
+        (all when ``final``). Worker thread, one cut at a time: touches only the chunker."""
         assert self.stream is not None
         chunks = self.stream.feed_data(piece)
         if final:
