@@ -103,43 +103,61 @@ async def test_append_after_reopen_streams_and_realigns(drive) -> None:
     assert await read_all(ops, ino) == whole
 
 
-async def test_random_writes_seal_equals_chunking_from_scratch(drive) -> None:
+async def random_session(drive, seed: int) -> None:  # type: ignore[no-untyped-def]
+    """Seeded random writes, appends, truncates, reads, fsyncs and reopens of one file,
+    checked against a reference after every read and seal."""
     ops = drive.ops
-    seed = 20260
     rng = random.Random(seed)
     base = rng.randbytes(120_000)
-    ino = await create(ops, ROOT_INO, "rand", base)
+    ino = await create(ops, ROOT_INO, f"rand{seed}", base)
     ref = Reference(base)
     fi = await ops.open(ino, os.O_RDWR, CTX)
     attr = pyfuse3.EntryAttributes()
-    for step in range(60):
+    for step in range(80):
         r = rng.random()
         size = len(ref.buf)
-        if r < 0.6:
+        if r < 0.4:
             off = rng.randint(0, size + 20_000)
-            chunk = (
-                rng.randbytes(rng.randint(1, 9000))
-                if rng.random() < 0.5
-                else bytes(rng.randint(1, 3000))
-            )
+            n = rng.randint(1, 9000)
+            chunk = rng.randbytes(n) if rng.random() < 0.5 else bytes(n)
             await ops.write(fi.fh, off, chunk)
             ref.write(off, chunk)
-        elif r < 0.75:
+        elif r < 0.55:  # sequential appends: the streaming path
+            for _ in range(rng.randint(1, 12)):
+                chunk = rng.randbytes(rng.randint(1, 20_000))
+                await ops.write(fi.fh, len(ref.buf), chunk)
+                ref.write(len(ref.buf), chunk)
+        elif r < 0.67:
             new = rng.randint(0, size + 30_000)
             attr.st_size = new
             await ops.setattr(ino, attr, Fields(size=True), fi.fh, CTX)
             ref.truncate(new)
-        elif r < 0.9:
+        elif r < 0.85:
             off = rng.randint(0, max(size, 1))
             got = await ops.read(fi.fh, off, 5000)
             assert got == bytes(ref.buf[off : off + 5000]), f"seed {seed} step {step}"
-        else:
+        elif r < 0.95:
             await ops.fsync(fi.fh, False)
             want = from_scratch(ref.layout(), DEDUPE, SMALL)
             assert blocklist(drive, ino) == want, f"seed {seed} step {step}"
+        else:
+            await ops.release(fi.fh)
+            fi = await ops.open(ino, os.O_RDWR, CTX)
     await ops.release(fi.fh)
     assert blocklist(drive, ino) == from_scratch(ref.layout(), DEDUPE, SMALL), f"seed {seed}"
-    assert await read_all(ops, ino) == bytes(ref.buf)
+    assert await read_all(ops, ino) == bytes(ref.buf), f"seed {seed}"
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "background"])
+@pytest.mark.parametrize("seed", [20260, 7, 99])
+async def test_random_writes_seal_equals_chunking_from_scratch(drive, seed, background) -> None:  # type: ignore[no-untyped-def]
+    if not background:
+        await random_session(drive, seed)
+        return
+    async with trio.open_nursery() as nursery:
+        await nursery.start(drive.ops.run)
+        await random_session(drive, seed)
+        nursery.cancel_scope.cancel()
 
 
 async def test_small_edit_rechunks_only_near_it(drive) -> None:
