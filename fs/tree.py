@@ -11,6 +11,7 @@ Each handler checks, changes the store and queues its outbox op in ONE batch wit
   support the type of node requested").
 - ``RENAME_EXCHANGE`` is queued as three ``rename`` ops through a temporary name
   (``.cairn-exchange-<hex>``) in the target's directory; the API has no exchange.
+- ``link`` of a directory or symlink: EPERM (the API links regular files only).
 - Moving a directory into itself: EINVAL (the kernel checks too; this guards direct calls).
 """
 
@@ -159,8 +160,8 @@ class TreeOps:
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: Any) -> pyfuse3.EntryAttributes:  # fmt: skip
         node = self._node(inode)
-        if node.type == "dir":
-            raise E.PermissionDenied("hard links to directories are not allowed")
+        if node.type != "file":  # the API links files only (docs/api.md)
+            raise E.PermissionDenied("hard links are for regular files only")
         parent = self._dir(new_parent_inode)
         text = _name(new_name)
         self._check_free(new_parent_inode, text)

@@ -73,8 +73,10 @@ async def test_errnos_for_bad_input(drive) -> None:
     assert await errno_of(ops.getattr(99999, CTX)) == errno.ENOENT
     assert await errno_of(ops.readlink(f, CTX)) == errno.EINVAL
     assert await errno_of(ops.link(d, ROOT_INO, b"dl", CTX)) == errno.EPERM
+    ln = (await ops.symlink(ROOT_INO, b"sl", b"f", CTX)).st_ino
+    assert await errno_of(ops.link(ln, ROOT_INO, b"sl2", CTX)) == errno.EPERM
     # nothing of the failed calls reached the outbox
-    assert kinds(drive) == ["create", "mkdir", "create"]
+    assert kinds(drive) == ["create", "mkdir", "create", "symlink"]
 
 
 async def test_mknod_regular_ok_devices_eperm(drive) -> None:
