@@ -15,12 +15,16 @@ touches the old bytes ``B[j] .. B[j+1]+1`` (closed; an insertion touches when it
 ``B[j]`` and at or before ``B[j+1]+1``; an append at the old end touches the last chunks).
 If the new file has a true cut at ``q`` where old byte ``B[j]`` now sits and chunk ``j`` is
 clean, the new chunk at ``q`` sees the same bytes and, as far as it can tell, the same end of
-data (the two bytes after it are untouched, so the end is either unchanged or beyond the
-cut), hence it is old chunk ``j`` again and ``q + len(j)`` is the next true cut. Clean chunks
-in a run follow each other without gaps (an insertion between two of them would touch the
-first), so the whole run is reused. Elsewhere this module runs the real chunker from a true
-cut over buffers of at least ``max`` bytes or reaching the end, which gives true cuts by
-construction. Cut 0 is true, so by induction every cut yielded is.
+data: pyfastcdc tests cut positions in pairs, so a cut at ``c`` is only found when byte
+``c+1`` exists too, and that byte is untouched, so the data either ends where it did or at
+least two bytes past the cut. Hence it is old chunk ``j`` again and ``q + len(j)`` is the
+next true cut. Clean chunks in a run follow each other without gaps (an insertion between
+two of them would touch the first), so the whole run is reused. Elsewhere this module runs
+the real chunker from a true cut and accepts a cut only when it is final (found before the
+end of the bytes read so far, at ``max``, or at the end of the data; see
+``chunker.first_cut``), so those cuts are true by construction. Cut 0 is true, so by
+induction every cut yielded is. ``test_truncating_one_byte_past_a_cut_rechunks_the_chunk_
+before`` shows the ``+1`` is needed.
 
 Work: each edit costs the bytes from the start of the first chunk it dirties (at most
 ``max + 1`` before it) through the edit, to the first new cut that lands on an old boundary
