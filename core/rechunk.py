@@ -23,8 +23,8 @@ two of them would touch the first), so the whole run is reused. Elsewhere this m
 the real chunker from a true cut and accepts a cut only when it is final (found before the
 end of the bytes read so far, at ``max``, or at the end of the data; see
 ``chunker.first_cut``), so those cuts are true by construction. Cut 0 is true, so by
-induction every cut yielded is. ``test_truncating_one_byte_past_a_cut_rechunks_the_chunk_
-before`` shows the ``+1`` is needed.
+induction every cut yielded is. (A test truncating a file one byte past a cut shows that the
+``+1`` is needed.)
 
 Work: each edit costs the bytes from the start of the first chunk it dirties (at most
 ``max + 1`` before it) through the edit, to the first new cut that lands on an old boundary
