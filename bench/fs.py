@@ -105,6 +105,10 @@ class System:
     def remount(self) -> None:
         pass
 
+    def settle(self) -> None:
+        """Wait until background work (uploads) is done, so it does not spill into the next
+        measurement of this or another system."""
+
     def stop(self) -> None:
         pass
 
@@ -232,15 +236,18 @@ class Rclone(FuseProcess):
             "--vfs-cache-mode", "full", "--cache-dir", self.cache,
         ]  # fmt: skip
 
-    def remount(self) -> None:
+    def settle(self) -> None:
         # Unmounting with uploads pending loses them (seen: the listdir files vanished), so
         # wait until the remote holds every file of the mount at its full size.
         sizes = _tree_sizes(self.mnt)
+        wait_until(
+            lambda: _tree_sizes(self.remote) == sizes,
+            UPLOAD_DEADLINE_S,
+            "rclone to upload to its remote",
+        )
 
-        def uploaded() -> bool:
-            return _tree_sizes(self.remote) == sizes
-
-        wait_until(uploaded, UPLOAD_DEADLINE_S, "rclone to upload to its remote")
+    def remount(self) -> None:
+        self.settle()
         super().remount()
 
 
@@ -345,6 +352,16 @@ class Cairn(System):
     def remount(self) -> None:
         self.unmount()
         self.mount()
+
+    def settle(self) -> None:
+        def drained() -> bool:
+            r = subprocess.run(
+                [self.cairn, "status", "--state", self.state],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            return r.returncode == 0 and "\npending:  0 changes" in r.stdout
+
+        wait_until(drained, UPLOAD_DEADLINE_S, "cairn's outbox to drain (cairn status)")
 
     def stop(self) -> None:
         try:
@@ -569,10 +586,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# setting up {name} ...", flush=True)
             system.start()
             system.make_listdir(args.listdir_entries)
+            system.settle()
         for r in range(args.rounds):
             for system in systems:
                 figures = run_round(system, data, buf, args)
                 per_round[system.name].append(figures)
+                system.settle()
                 shown = ", ".join(f"{k} {fmt(v, 1)}" for k, v in figures.items())
                 print(f"# round {r + 1} {system.name}: {shown}", flush=True)
     except BenchError as e:
