@@ -23,6 +23,7 @@ cache). Sequential reads prefetch the next chunk(s) into memory (bounded).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,7 @@ class FileOps:
     read_limiter: trio.CapacityLimiter
     _files: dict[int, FileContent]
     _unsynced: set[bytes]
+    _unsynced_lock: threading.Lock
     _chunk_sync: Any
     _wal_sync: Any
     _kernel_seen: dict[int, tuple[int, int]]
@@ -103,9 +105,19 @@ class FileOps:
         return plain
 
     def _fsync_chunks(self) -> None:
-        pending = list(self._unsynced)
+        """Make every chunk file written so far durable (worker thread)."""
+        with self._unsynced_lock:
+            pending = list(self._unsynced)
         self.cache.fsync(pending)
-        self._unsynced.difference_update(pending)
+        with self._unsynced_lock:
+            self._unsynced.difference_update(pending)
+
+    def _sync_all(self) -> None:
+        """Chunk files first, then the WAL: a synced batch never names a chunk that a power
+        cut could lose, including batches of files that were only released (worker thread).
+        """
+        self._fsync_chunks()
+        self.store.sync_wal()
 
     # --- open files -----------------------------------------------------------------------
 
@@ -335,7 +347,8 @@ class FileOps:
                     content.new_chunks += new
                     content.install(entries)
                 content.dirty = False
-                self._unsynced.update(content.new_chunks)
+                with self._unsynced_lock:
+                    self._unsynced.update(content.new_chunks)
                 content.new_chunks = []
                 if durable:
                     await self._chunk_sync.sync()
