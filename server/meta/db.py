@@ -135,6 +135,16 @@ class Database:
         """Run ``fn(conn, *args)`` in a read transaction (a snapshot on SQLite)."""
         return await self._run(False, fn, *args, **kwargs)
 
+    async def read_one(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Like ``read`` for a function that runs ONE statement: on SQLite it runs in
+        autocommit mode, saving the BEGIN and COMMIT round trips."""
+        if self.sync_engine is None:
+            return await self._run(False, fn, *args, **kwargs)
+        call = functools.partial(self._sqlite_txn, None, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._readers, call)
+
     async def write(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
@@ -151,11 +161,16 @@ class Database:
             async with conn.begin():
                 return await conn.run_sync(fn, *args, **kwargs)
 
-    def _sqlite_txn(self, writing: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _sqlite_txn(
+        self, writing: bool | None, fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
+        """``writing``: True BEGIN IMMEDIATE, False BEGIN, None no transaction at all."""
         assert self.sync_engine is not None
         with self.sync_engine.connect() as conn:
             if writing:
                 conn = conn.execution_options(cairn_immediate=True)
+            elif writing is None:
+                conn = conn.execution_options(cairn_autocommit=True)
             with conn.begin():
                 return fn(conn, *args, **kwargs)
 
@@ -223,5 +238,7 @@ def _setup_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        immediate = conn.get_execution_options().get("cairn_immediate")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get("cairn_autocommit"):
+            return  # each statement is its own transaction (driver autocommit)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("cairn_immediate") else "BEGIN")

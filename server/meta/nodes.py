@@ -13,12 +13,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, select
+from sqlalchemy import (
+    Connection,
+    LargeBinary,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    literal_column,
+    null,
+    select,
+    union_all,
+)
 
 from cairn.core.wire import Blocklist
 
 from .db import batched
-from .schema import names, nodes, revisions, xattrs
+from .schema import names, namespaces, nodes, revisions, xattrs
 
 
 @dataclass(slots=True)
@@ -106,14 +117,32 @@ def select_nodes(with_blocklist: bool) -> Any:
     )
 
 
-_NAMES_OF = select(names.c.node, names.c.parent, names.c.name).where(
-    names.c.node.in_(bindparam("ids", expanding=True))
-)
-_XATTRS_OF = select(xattrs.c.node, xattrs.c.name, xattrs.c.value).where(
-    xattrs.c.node.in_(bindparam("ids", expanding=True))
-)
+# Names and xattrs of a set of nodes in one round trip: kind 0 rows are (parent, name),
+# kind 1 rows are (xattr name, value).
+_NAMES_XATTRS_OF = union_all(
+    select(
+        names.c.node, literal_column("0").label("kind"), names.c.parent.label("a"),
+        cast(names.c.name, Text).label("b"), cast(null(), LargeBinary).label("v"),
+    ).where(names.c.node.in_(bindparam("ids", expanding=True))),
+    select(
+        xattrs.c.node, literal_column("1"), cast(xattrs.c.name, Text), cast(null(), Text),
+        xattrs.c.value,
+    ).where(xattrs.c.node.in_(bindparam("xids", expanding=True))),
+)  # fmt: skip
 _NODES_BY_ID = select_nodes(True).where(nodes.c.id.in_(bindparam("ids", expanding=True)))
 _NODE_IN_NS = select_nodes(True).where(nodes.c.id == bindparam("id"), nodes.c.ns == bindparam("ns"))
+_HEAD = and_(revisions.c.node == nodes.c.id, revisions.c.rev == nodes.c.rev)
+# The node, only if ``ns`` is visible to user ``u``: the access check rides along.
+_VISIBLE_NODE = (
+    select(*NODE_COLUMNS, revisions.c.blocklist)
+    .select_from(
+        nodes.join(namespaces, namespaces.c.id == nodes.c.ns).outerjoin(revisions, _HEAD)
+    )
+    .where(
+        nodes.c.id == bindparam("id"), nodes.c.ns == bindparam("ns"),
+        namespaces.c.owner_id == bindparam("u"),
+    )
+)  # fmt: skip
 _CHILD = select(names.c.node).where(
     names.c.ns == bindparam("ns"), names.c.parent == bindparam("parent"),
     names.c.name == bindparam("name"),
@@ -121,13 +150,15 @@ _CHILD = select(names.c.node).where(
 
 
 def attach_names_xattrs(conn: Connection, states: Sequence[NodeState]) -> None:
-    """Fill ``names`` and ``xattrs`` of ``states`` in two queries (per 500 nodes)."""
+    """Fill ``names`` and ``xattrs`` of ``states`` in one query (per 500 nodes)."""
     by_id = {s.id: s for s in states}
     for part in batched(list(by_id)):
-        for node, parent, name in conn.execute(_NAMES_OF, {"ids": list(part)}):
-            by_id[node].names.append((parent, name))
-        for node, name, value in conn.execute(_XATTRS_OF, {"ids": list(part)}):
-            by_id[node].xattrs[name] = bytes(value)
+        ids = list(part)
+        for node, kind, a, b, value in conn.execute(_NAMES_XATTRS_OF, {"ids": ids, "xids": ids}):
+            if kind == 0:
+                by_id[node].names.append((a, b))
+            else:
+                by_id[node].xattrs[a] = bytes(value)
 
 
 def _blob(row: Any) -> bytes | None:
@@ -147,6 +178,16 @@ def load_nodes(conn: Connection, ids: Sequence[str]) -> dict[str, NodeState]:
 def load_node(conn: Connection, node_id: str, ns: int) -> NodeState | None:
     """The node ``node_id`` if it exists in namespace ``ns``."""
     row = conn.execute(_NODE_IN_NS, {"id": node_id, "ns": ns}).first()
+    if row is None:
+        return None
+    state = state_from_row(row, _blob(row))
+    attach_names_xattrs(conn, [state])
+    return state
+
+
+def load_visible_node(conn: Connection, user_id: int, ns: int, node_id: str) -> NodeState | None:
+    """Like ``load_node`` but None also when ``user_id`` may not see ``ns``."""
+    row = conn.execute(_VISIBLE_NODE, {"id": node_id, "ns": ns, "u": user_id}).first()
     if row is None:
         return None
     state = state_from_row(row, _blob(row))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
@@ -24,8 +25,19 @@ from .changes import MAX_LIMIT, changes_page, check_limit, decode_cursor
 from .commit import apply_batch
 from .db import Database, translated
 from .models import Device, NamespaceInfo, User
-from .nodes import NodeState, attach_names_xattrs, child_id, load_node, select_nodes, state_from_row
+from .nodes import (
+    NodeState,
+    attach_names_xattrs,
+    child_id,
+    load_node,
+    load_visible_node,
+    select_nodes,
+    state_from_row,
+)
 from .schema import devices, names, namespaces, nodes, revisions
+
+TOKEN_CACHE_TTL = 1.0
+TOKEN_CACHE_SIZE = 10_000
 
 
 def _listing_cursor(name: str) -> str:
@@ -75,8 +87,11 @@ def _node(conn: Connection, ns: int, node_id: str) -> NodeState:
 
 
 def _get_node(conn: Connection, user_id: int, ns: int, node_id: str) -> dict[str, Any]:
-    _check_access(conn, user_id, ns)
-    return _node(conn, ns, node_id).to_json()
+    state = load_visible_node(conn, user_id, ns, node_id) if type(ns) is int else None
+    if state is None:
+        _check_access(conn, user_id, ns)  # the right message: namespace or node
+        raise NotFound(f"node {node_id} not found")
+    return state.to_json()
 
 
 def _list_children(
@@ -181,6 +196,8 @@ class MetaStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # token hash -> (expiry on the monotonic clock, device or None)
+        self._tokens: dict[bytes, tuple[float, Device | None]] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -218,11 +235,11 @@ class MetaStore:
 
     @translated
     async def get_user(self, name: str) -> User | None:
-        return await self.db.read(auth.get_user, name)
+        return await self.db.read_one(auth.get_user, name)
 
     @translated
     async def get_user_by_id(self, user_id: int) -> User | None:
-        return await self.db.read(auth.get_user_by_id, user_id)
+        return await self.db.read_one(auth.get_user_by_id, user_id)
 
     @translated
     async def list_users(self) -> list[User]:
@@ -242,8 +259,21 @@ class MetaStore:
 
     @translated
     async def device_by_token(self, token_hash: bytes) -> Device | None:
-        """The live device holding this token hash; None if unknown or revoked."""
-        return await self.db.read(auth.device_by_token, token_hash)
+        """The live device holding this token hash; None if unknown or revoked.
+
+        Answers are cached for ``TOKEN_CACHE_TTL`` seconds (every API request asks). A
+        revocation through this MetaStore clears the cache at once; one made by another
+        server process takes effect here within the TTL.
+        """
+        now = time.monotonic()
+        hit = self._tokens.get(token_hash)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        device = await self.db.read_one(auth.device_by_token, token_hash)
+        if len(self._tokens) >= TOKEN_CACHE_SIZE:
+            self._tokens.clear()
+        self._tokens[token_hash] = (now + TOKEN_CACHE_TTL, device)
+        return device
 
     @translated
     async def list_devices(self, user_id: int) -> list[Device]:
@@ -252,12 +282,15 @@ class MetaStore:
     @translated
     async def revoke_device(self, user_id: int, device: str) -> int:
         """Revoke by device name or id; returns how many live devices were revoked."""
-        return await self.db.write(auth.revoke_device, user_id, device)
+        try:
+            return await self.db.write(auth.revoke_device, user_id, device)
+        finally:
+            self._tokens.clear()
 
     @translated
     async def usage(self, user_id: int) -> int:
         """Bytes of data (holes excluded) in the head revisions of the user's live files."""
-        return await self.db.read(auth.usage, user_id)
+        return await self.db.read_one(auth.usage, user_id)
 
     # --- namespaces ----------------------------------------------------------------------
 
@@ -268,7 +301,7 @@ class MetaStore:
     @translated
     async def check_access(self, user_id: int, ns: int) -> None:
         """``NotFound`` unless ``user_id`` may see namespace ``ns``."""
-        await self.db.read(_check_access, user_id, ns)
+        await self.db.read_one(_check_access, user_id, ns)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -324,7 +357,7 @@ class MetaStore:
     @translated
     async def seqs(self, user_id: int) -> dict[int, int]:
         """Current seq of every namespace the user sees (for hints and long-poll)."""
-        return await self.db.read(_heads, user_id)
+        return await self.db.read_one(_heads, user_id)
 
     def cursor_seqs(self, cursor: str) -> dict[int, int]:
         """``{ns: seq}`` of a changes cursor; ``InvalidArgument`` if malformed."""
@@ -342,7 +375,7 @@ class MetaStore:
     @translated
     async def chunk_known(self, cid: bytes) -> bool:
         """Stored for anyone (server-internal: decides whether to write the blob)."""
-        return await self.db.read(chunks.chunk_known, cid)
+        return await self.db.read_one(chunks.chunk_known, cid)
 
     @translated
     async def record_upload(
@@ -353,7 +386,7 @@ class MetaStore:
 
     @translated
     async def user_has_chunk(self, user_id: int, cid: bytes) -> bool:
-        return await self.db.read(chunks.user_has_chunk, user_id, cid)
+        return await self.db.read_one(chunks.user_has_chunk, user_id, cid)
 
     @translated
     async def chunk_refcounts(self, ids: list[bytes]) -> dict[bytes, int]:
