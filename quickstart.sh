@@ -103,8 +103,8 @@ fi
 cat <<INFO
 
 Cairn is running.
-  drive:     $MNT            (put files here)
-  server:    $URL            (data: $DATA, log: $LOG)
+  drive:     $MNT   (put files here)
+  server:    $URL   (data: $DATA, log: $LOG)
   user:      $USER_NAME
 INFO
 if [ -n "$NEW_PASSWORD" ]; then
@@ -113,6 +113,6 @@ else
   echo "  password:  in $QS/password"
 fi
 cat <<INFO
-  status:    PATH=\$PWD/.venv/bin:\$PATH cairn status --state $STATE
+  status:    $PWD/.venv/bin/cairn status --state $STATE
   stop:      ./quickstart.sh stop
 INFO
