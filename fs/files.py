@@ -23,6 +23,7 @@ cache). Sequential reads prefetch the next chunk(s) into memory (bounded).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -155,6 +156,13 @@ class FileOps:
             raise E.IsADirectory("open of a directory for I/O")
         content = self._content(node)
         content.opens += 1
+        if flags & os.O_TRUNC and content.size:
+            # the kernel uses atomic O_TRUNC: no separate setattr(size=0) comes
+            try:
+                await self._truncate(content, 0)
+            except BaseException:
+                content.opens -= 1
+                raise
         seen = (node.size, node.mtime_ns)
         keep = self._kernel_seen.get(inode) == seen and not content.dirty
         if len(self._kernel_seen) >= KERNEL_SEEN_MAX:

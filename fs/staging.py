@@ -114,7 +114,13 @@ class FileContent:
     def truncate(self, size: int) -> None:
         if self.stream is not None:
             self.unstream()
-        if size < self.size:
+        if size == 0:
+            # the common "open with O_TRUNC, write it all again": start from nothing, so the
+            # new content can stream
+            self.base = BlockIndex()
+            self.base_len = 0
+            self.extents.clear()
+        elif size < self.size:
             self.extents.clip(size)
             self.base_len = min(self.base_len, size)
         self.size = size

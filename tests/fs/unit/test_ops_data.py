@@ -279,3 +279,18 @@ async def test_streaming_with_background_batches(drive) -> None:
         assert blocklist(drive, fi.fh) == from_scratch([(data, len(data))], DEDUPE, SMALL)
         assert await read_all(ops, fi.fh) == data
         nursery.cancel_scope.cancel()
+
+
+async def test_open_with_o_trunc_truncates_and_streams_again(drive) -> None:
+    ops = drive.ops
+    ino = await create(ops, ROOT_INO, "t", random.Random(9).randbytes(50_000))
+    fi = await ops.open(ino, os.O_WRONLY | os.O_TRUNC, CTX)  # atomic O_TRUNC: no setattr
+    assert (await ops.getattr(ino, CTX)).st_size == 0
+    assert not fi.keep_cache
+    new = random.Random(10).randbytes(30_000)
+    for off in range(0, len(new), 4096):
+        await ops.write(fi.fh, off, new[off : off + 4096])
+    assert ops._files[ino].stream is not None and not ops._files[ino].extents
+    await ops.release(fi.fh)
+    assert await read_all(ops, ino) == new
+    assert blocklist(drive, ino) == from_scratch([(new, len(new))], DEDUPE, SMALL)
