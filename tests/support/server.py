@@ -168,6 +168,15 @@ class ServerProcess:
                 proc.wait(STOP_TIMEOUT)
         return proc.returncode
 
+    def log_errors(self) -> list[str]:
+        """ERROR/CRITICAL lines and tracebacks the process logged (a test expects none)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        marks = (" ERROR ", " CRITICAL ", "Traceback (most recent call last)")
+        return [line for line in text.splitlines() if any(m in line for m in marks)]
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -203,8 +212,13 @@ class ServerPool:
         return srv
 
     def close(self) -> None:
+        """Stop every server; fail if one logged an error (like tests/conftest.py does for
+        in-process warnings), showing the end of its log."""
         for srv in self.servers:
             srv.stop()
+        for srv in self.servers:
+            if srv.log_errors():
+                pytest.fail(f"{srv.log_path} logged errors:\n{srv.log_tail(60)}")
 
 
 @pytest.fixture
