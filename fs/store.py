@@ -43,23 +43,32 @@ worker thread may run ``sync_wal``.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import json
 import os
 import struct
 import time
-import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import rocksdict
 
 from cairn.core import wire
 from cairn.core.wire import Blocklist
+
+from .records import (
+    Changes,
+    Node,
+    NodeAttrs,
+    OutboxEntry,
+    name_cookie,
+    new_node_id,
+    new_op_id,
+)
+
+__all__ = ["ROOT_INO", "Changes", "Node", "NodeAttrs", "OutboxEntry", "Store", "Txn",
+           "name_cookie", "new_node_id", "new_op_id"]  # fmt: skip
 
 ROOT_INO = 1
 _U64 = struct.Struct(">Q")
@@ -72,19 +81,6 @@ def _k(prefix: bytes, n: int) -> bytes:
     return prefix + _U64.pack(n)
 
 
-def name_cookie(name: str) -> int:
-    """The readdir offset of the entry *after* ``name``: 63 bits of a hash, never 0.
-
-    Dirents are ordered by cookie, so ``readdir(start=cookie)`` resumes exactly after that
-    name even when entries were added or removed meanwhile. A collision (2^-63) could make
-    readdir skip one entry; it can never loop.
-    """
-    h = int.from_bytes(
-        hashlib.blake2b(name.encode("utf-8", "surrogateescape"), digest_size=8).digest()
-    )
-    return (h >> 1) or 1
-
-
 def _dkey(parent: int, name: str) -> bytes:
     return (
         _D
@@ -92,107 +88,6 @@ def _dkey(parent: int, name: str) -> bytes:
         + _U64.pack(name_cookie(name))
         + name.encode("utf-8", "surrogateescape")
     )
-
-
-def new_node_id() -> str:
-    return uuid.uuid4().hex
-
-
-def new_op_id() -> str:
-    return uuid.uuid4().hex
-
-
-_TYPES = ("file", "dir", "symlink")
-_TYPE_CODE = {t: i for i, t in enumerate(_TYPES)}
-# version, type, node id, mode, uid, gid, mtime, ctime, size, base_rev, alloc, link count;
-# then JSON of the variable part (names, xattrs, target). getattr/readdir decode only the
-# fixed header (``NodeAttrs``), which is what makes stat and listing cheap.
-_NODE_HDR = struct.Struct(">BB16sIIIqqQQQI")
-_NODE_V1 = 1
-
-
-class NodeAttrs(NamedTuple):
-    """What ``stat`` needs of a node; decoded from the record's fixed header only."""
-
-    ino: int
-    type: str
-    mode: int
-    uid: int
-    gid: int
-    mtime_ns: int
-    ctime_ns: int
-    size: int
-    alloc: int
-    nlink: int
-
-    @classmethod
-    def decode(cls, ino: int, raw: bytes) -> NodeAttrs:
-        _, t, _, mode, uid, gid, mtime, ctime, size, _, alloc, links = _NODE_HDR.unpack_from(raw)
-        kind = _TYPES[t]
-        return cls(ino, kind, mode, uid, gid, mtime, ctime, size, alloc,
-                   2 if kind == "dir" else links)  # fmt: skip
-
-
-@dataclass
-class Node:
-    """One node as the drive knows it. ``names`` are ``(parent ino, name)`` pairs."""
-
-    ino: int
-    id: str
-    type: str  # "file" | "dir" | "symlink"
-    mode: int  # permission bits only
-    uid: int
-    gid: int
-    mtime_ns: int
-    ctime_ns: int
-    size: int = 0
-    target: str | None = None
-    xattrs: dict[str, bytes] = field(default_factory=dict)
-    base_rev: int = 0
-    names: list[tuple[int, str]] = field(default_factory=list)
-    alloc: int = 0  # bytes in chunks (not holes): st_blocks
-
-    @property
-    def nlink(self) -> int:
-        return 2 if self.type == "dir" else len(self.names)
-
-    def encode(self) -> bytes:
-        size = len(self.target.encode()) if self.type == "symlink" and self.target else self.size
-        head = _NODE_HDR.pack(_NODE_V1, _TYPE_CODE[self.type], bytes.fromhex(self.id), self.mode,
-                              self.uid, self.gid, self.mtime_ns, self.ctime_ns, size,
-                              self.base_rev, self.alloc, len(self.names))  # fmt: skip
-        rest = {"names": self.names}
-        if self.xattrs:
-            rest["xattrs"] = {k: base64.b64encode(v).decode() for k, v in self.xattrs.items()}
-        if self.target is not None:
-            rest["target"] = self.target
-        return head + json.dumps(rest, separators=(",", ":")).encode()
-
-    @classmethod
-    def decode(cls, ino: int, raw: bytes) -> Node:
-        v, t, nid, mode, uid, gid, mtime, ctime, size, rev, alloc, _ = _NODE_HDR.unpack_from(raw)
-        if v != _NODE_V1:
-            raise ValueError(f"node record version {v} is not supported")
-        rest = json.loads(raw[_NODE_HDR.size :])
-        xattrs = {k: base64.b64decode(x) for k, x in rest.get("xattrs", {}).items()}
-        return cls(ino, nid.hex(), _TYPES[t], mode, uid, gid, mtime, ctime, size,
-                   rest.get("target"), xattrs, rev, [(p, n) for p, n in rest["names"]], alloc)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class OutboxEntry:
-    seq: int
-    op: wire.Op
-
-
-@dataclass
-class Changes:
-    """What :meth:`Store.apply_remote` changed, for kernel cache invalidation."""
-
-    inodes: set[int] = field(default_factory=set)  # attrs or content changed
-    content: set[int] = field(default_factory=set)  # content changed (drop page cache)
-    entries: set[tuple[int, str]] = field(default_factory=set)  # (parent ino, name)
-    kept_local: list[str] = field(default_factory=list)  # node ids with unpushed local edits
 
 
 def _op_from_json(obj: dict[str, Any]) -> wire.Op:
