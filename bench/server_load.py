@@ -409,6 +409,24 @@ class Postgres:
         )
         return f"postgresql+asyncpg://cairn@127.0.0.1:{self.port}/cairn"
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the postmaster and its live backends."""
+        import psutil
+
+        try:
+            pid = int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+            procs = [psutil.Process(pid)]
+            procs += procs[0].children(recursive=True)
+        except (OSError, ValueError, IndexError, psutil.Error):
+            return 0.0
+        total = 0.0
+        for p in procs:
+            try:
+                total += sum(p.cpu_times()[:4])  # user, system, children user/system
+            except psutil.Error:
+                continue  # a backend that just exited
+        return total
+
     def stop(self, env: dict[str, str]) -> None:
         if self.started:
             user = "postgres" if os.geteuid() == 0 else None
@@ -629,6 +647,8 @@ def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
                 stderr=subprocess.DEVNULL,
             )
         cpu0 = sum(proc.cpu_times()[:2])
+        pg_cpu0 = pg.cpu_seconds() if pg is not None else 0.0
+        machine0 = psutil.cpu_times()
         t0 = time.monotonic()
         for w in workers:
             assert w.stdin is not None
@@ -640,15 +660,33 @@ def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
                 raise BenchError(f"load process exited with status {w.returncode}")
         wall = time.monotonic() - t0
         server_cpu = sum(proc.cpu_times()[:2]) - cpu0
+        pg_cpu = pg.cpu_seconds() - pg_cpu0 if pg is not None else 0.0
+        machine1 = psutil.cpu_times()
+        busy = (sum(machine1) - machine1.idle - machine1.iowait) - (
+            sum(machine0) - machine0.idle - machine0.iowait
+        )
         blob_line = blob_store_line(port)
         results = [json.loads((base / f"out{p}.json").read_text()) for p in range(args.procs)]
         text, figures = summarize(results, args.seconds)
         load_cpu = sum(r["cpu"] for r in results)
+        others = busy - server_cpu - load_cpu - pg_cpu
+
+        def pct(x: float) -> str:
+            return f"{100 * x / wall:.0f}%"
+
         cpu_line = (
-            f"CPU over {wall:.1f} s: server {100 * server_cpu / wall:.0f}% of one core, "
-            f"load processes {100 * load_cpu / wall:.0f}% (machine: {os.cpu_count()} cores)"
+            f"CPU over {wall:.1f} s (100% = one core; {os.cpu_count()} cores): server "
+            f"{pct(server_cpu)}, load processes {pct(load_cpu)}"
+            + (f", PostgreSQL {pct(pg_cpu)}" if pg is not None else "")
+            + f", everything else on the machine {pct(others)}; load average "
+            f"{os.getloadavg()[0]:.1f}"
         )
-        figures["cpu"] = {"server_pct": 100 * server_cpu / wall, "load_pct": 100 * load_cpu / wall}
+        figures["cpu"] = {
+            "server_pct": 100 * server_cpu / wall,
+            "load_pct": 100 * load_cpu / wall,
+            "postgres_pct": 100 * pg_cpu / wall,
+            "others_pct": 100 * others / wall,
+        }
         out = [
             f"== {db}: {args.devices} devices, {args.users} users, {args.procs} load "
             f"processes, {'closed loop' if not args.rate else f'open loop at {args.rate:g}/s'}, "
