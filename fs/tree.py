@@ -74,6 +74,13 @@ class TreeOps:
     def _new_node(self, txn: Any, kind: str, mode: int, ctx: Any, now: int) -> Node:
         return Node(txn.alloc_ino(), new_node_id(), kind, mode & 0o7777, ctx.uid, ctx.gid, now, now)
 
+    def _touch(self, txn: Any, now: int, *dirs: Node) -> None:
+        """A directory's entries changed: its mtime and ctime move (local only; the server
+        keeps its own directory times)."""
+        for d in {d.ino: d for d in dirs}.values():
+            d.mtime_ns = d.ctime_ns = now
+            txn.put_node(d)
+
     def _check_free(self, parent: int, name: str) -> None:
         if self.store.lookup(parent, name) is not None:
             raise E.AlreadyExists(f"{name!r} exists")
@@ -93,6 +100,7 @@ class TreeOps:
         txn.add_name(node, parent_inode, text)
         txn.put_node(node)
         txn.outbox_append(wire.Mkdir(new_op_id(), node.id, parent.id, text, node.mode, now))
+        self._touch(txn, now, parent)
         txn.commit()
         return self._attr(node)
 
@@ -116,6 +124,7 @@ class TreeOps:
         txn.add_name(node, parent_inode, text)
         txn.put_node(node)
         txn.outbox_append(wire.Symlink(new_op_id(), node.id, parent.id, text, tgt, now))
+        self._touch(txn, now, parent)
         txn.commit()
         return self._attr(node)
 
@@ -150,6 +159,7 @@ class TreeOps:
         txn.outbox_append(
             wire.Create(new_op_id(), node.id, parent.id, text, node.mode, now, Blocklist())
         )
+        self._touch(txn, now, parent)
         txn.commit()
         content = self._content(node)
         content.opens += 1
@@ -170,6 +180,7 @@ class TreeOps:
         node.ctime_ns = _now()
         txn.put_node(node)
         txn.outbox_append(wire.Link(new_op_id(), node.id, parent.id, text))
+        self._touch(txn, node.ctime_ns, parent)
         txn.commit()
         return self._attr(node)
 
@@ -193,6 +204,7 @@ class TreeOps:
             raise E.IsADirectory("unlink of a directory")
         txn = self.store.txn()
         self._remove_name(txn, node, parent, _name(name))
+        self._touch(txn, _now(), parent)
         txn.commit()
 
     @translate
@@ -205,6 +217,7 @@ class TreeOps:
             raise E.DirectoryNotEmpty("directory not empty")
         txn = self.store.txn()
         self._remove_name(txn, node, parent, _name(name))
+        self._touch(txn, _now(), parent)
         txn.commit()
 
     def _is_within(self, ino: int, ancestor: int) -> bool:
@@ -265,6 +278,7 @@ class TreeOps:
         txn.put_node(src)
         txn.outbox_append(wire.Rename(new_op_id(), src.id, old_parent.id, old, new_parent.id, new,
                                       replace=dst is not None))  # fmt: skip
+        self._touch(txn, src.ctime_ns, old_parent, new_parent)
         txn.commit()
 
     def _exchange(self, a: Node, pa: Node, na: str, b: Node, pb: Node, nb: str) -> None:
@@ -281,4 +295,5 @@ class TreeOps:
         txn.outbox_append(wire.Rename(new_op_id(), b.id, pb.id, nb, pb.id, tmp))
         txn.outbox_append(wire.Rename(new_op_id(), a.id, pa.id, na, pb.id, nb))
         txn.outbox_append(wire.Rename(new_op_id(), b.id, pb.id, tmp, pa.id, na))
+        self._touch(txn, now, pa, pb)
         txn.commit()

@@ -363,3 +363,27 @@ async def test_chunk_missing_everywhere_is_eio(drive) -> None:
     fi = await ops.open(ino, os.O_RDONLY, CTX)
     assert await errno_of(ops.read(fi.fh, 0, 10)) == errno.EIO
     await ops.release(fi.fh)
+
+
+async def test_directory_times_move_with_its_entries(drive) -> None:
+    ops = drive.ops
+    d = (await ops.mkdir(ROOT_INO, b"d", 0o755, CTX)).st_ino
+    e = (await ops.mkdir(ROOT_INO, b"e", 0o755, CTX)).st_ino
+    stamps = [(await ops.getattr(d, CTX)).st_mtime_ns]
+
+    async def moved() -> bool:
+        now = (await ops.getattr(d, CTX)).st_mtime_ns
+        stamps.append(now)
+        return now > stamps[-2]
+
+    await create(ops, d, "f")
+    assert await moved()
+    await ops.rename(d, b"f", e, b"g", 0, CTX)
+    assert await moved()
+    await ops.rename(e, b"g", d, b"h", 0, CTX)
+    assert await moved()
+    await ops.unlink(d, b"h", CTX)
+    assert await moved()
+    did = drive.store.node(d).id
+    # directory times are local only: nothing is queued for the directory itself
+    assert [e.op.kind for e in drive.store.outbox_peek(None) if e.op.node == did] == ["mkdir"]
