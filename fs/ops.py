@@ -30,8 +30,8 @@ Behaviour notes
   (mknod(2): "the file system does not support the type of node"); of a regular file it
   creates one. Only ``user.*`` xattrs exist (others: ENOTSUP); missing ones ENODATA;
   values up to 64 KiB, 64 per node (E2BIG beyond), synced as ``setattr`` ops.
-- Ownership (uid/gid) is local only; the server has no owners. Directory mtimes are local
-  and not updated by entry changes.
+- Ownership (uid/gid) is local only; the server has no owners. Directory mtimes follow
+  entry changes locally and are not synced (a pull may reset them to the server's).
 - Timeouts: entry and attr 1 s. ``keep_cache`` on open when size and mtime are what the
   kernel saw at the previous open (remote changes also invalidate explicitly).
 - ``RENAME_EXCHANGE`` is three ``rename`` ops through a temporary name in the same outbox
