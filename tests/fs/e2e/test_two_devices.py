@@ -3,6 +3,7 @@ byte for byte, with modes, mtimes, symlinks, xattrs, hard links and a sparse 1 T
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 
@@ -14,6 +15,15 @@ from tests.support.drive import Device, wait_until
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
 TIB = 1 << 40
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def renameat2(src: Path, dst: Path, flags: int) -> None:
+    AT_FDCWD = -100
+    if _libc.renameat2(AT_FDCWD, bytes(src), AT_FDCWD, bytes(dst), flags) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), str(dst))
 
 
 def build_tree(m: Path) -> None:
@@ -30,6 +40,16 @@ def build_tree(m: Path) -> None:
     (m / "old.txt").write_text("old")
     (m / "new.txt").write_text("new content")
     os.rename(m / "new.txt", m / "old.txt")
+    # rename flags: NOREPLACE refuses an existing target, EXCHANGE swaps two names
+    (m / "left").write_text("L")
+    (m / "right").write_text("R")
+    try:
+        renameat2(m / "left", m / "right", RENAME_NOREPLACE)
+        raise AssertionError("RENAME_NOREPLACE replaced an existing file")
+    except FileExistsError:
+        pass
+    renameat2(m / "left", m / "right", RENAME_EXCHANGE)
+    assert (m / "left").read_text() == "R" and (m / "right").read_text() == "L"
     # move between directories, and a directory rename
     (m / "docs" / "moved.txt").write_text("moving")
     os.rename(m / "docs" / "moved.txt", m / "docs" / "deep" / "moved.txt")
