@@ -20,7 +20,7 @@ import binascii
 import json
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam
 
 from cairn.core.errors import InvalidArgument
 
@@ -29,6 +29,13 @@ from .schema import nodes
 
 MAX_CURSOR = 64 * 1024
 MAX_LIMIT = 1000
+
+_SINCE = (
+    select_nodes(True)
+    .where(nodes.c.ns == bindparam("ns"), nodes.c.seq > bindparam("since"))
+    .order_by(nodes.c.seq)
+    .limit(bindparam("lim"))
+)
 
 
 def encode_cursor(seqs: dict[int, int]) -> str:
@@ -82,14 +89,7 @@ def changes_page(
             new_cursor[ns] = since
             has_more = True
             continue
-        rows = (
-            conn.execute(
-                select_nodes(True)
-                .where(nodes.c.ns == ns, nodes.c.seq > since)
-                .order_by(nodes.c.seq)
-                .limit(room + 1)
-            )
-        ).all()
+        rows = conn.execute(_SINCE, {"ns": ns, "since": since, "lim": room + 1}).all()
         more = len(rows) > room
         states = [
             state_from_row(r, None if r.blocklist is None else bytes(r.blocklist))

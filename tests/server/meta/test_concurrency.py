@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,7 +14,8 @@ from sqlalchemy import select
 
 from cairn.core.wire import parse_ops
 from cairn.server.meta import MetaStore
-from cairn.server.meta.schema import journal
+from cairn.server.meta.schema import journal, namespaces
+from cairn.server.meta.store import TOKEN_CACHE_TTL
 
 from .helpers import World, create, mkdir, nid, update
 
@@ -96,3 +99,59 @@ async def test_same_name_created_concurrently_one_wins(
         )
         assert sorted([r1["status"], r2["status"]]) == ["applied", "conflict"]
         assert {r1.get("reason"), r2.get("reason")} == {None, "name_taken"}
+
+
+async def test_reads_do_not_wait_for_an_open_write_transaction(
+    world: World, second_store: MetaStore
+) -> None:
+    """A write transaction that is still open (holding SQLite's write lock, or the
+    PostgreSQL namespace row lock a commit takes) does not block readers."""
+
+    async def reads() -> None:
+        assert (await world.node(world.root))["id"] == world.root
+        page = await world.store.changes(world.user.id, None, 10)
+        assert page["entries"][0]["node"]["id"] == world.root
+
+    lock = namespaces.update().where(namespaces.c.id == world.ns).values(seq=namespaces.c.seq)
+    if not world.store.db.is_sqlite:
+        engine = second_store.db.async_engine
+        assert engine is not None
+        async with engine.connect() as conn, conn.begin():
+            await conn.execute(lock)
+            await reads()
+        return
+
+    # SQLite: the transaction runs on the writer thread and waits there for the test.
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_write(conn):  # type: ignore[no-untyped-def]
+        conn.execute(lock)
+        entered.set()
+        if not release.wait(timeout=30):  # bounded: released right after the reads
+            raise AssertionError("writer was never released")
+
+    writer = asyncio.ensure_future(world.store.db.write(slow_write))
+    try:
+        for _ in range(3000):
+            if entered.is_set() or writer.done():
+                break
+            await asyncio.sleep(0.01)  # polling interval of a bounded wait
+        assert entered.is_set(), writer
+        await reads()
+        assert not writer.done()
+    finally:
+        release.set()
+        await writer
+
+
+async def test_revocation_by_another_process_is_seen_within_the_cache_ttl(
+    world: World, second_store: MetaStore
+) -> None:
+    token = os.urandom(32)
+    device = await world.store.add_device(world.user.id, "tablet", token)
+    assert await world.store.device_by_token(token) == device  # now cached
+    assert await second_store.revoke_device(world.user.id, "tablet") == 1
+    deadline = time.monotonic() + 10 * TOKEN_CACHE_TTL
+    while await world.store.device_by_token(token) is not None:
+        assert time.monotonic() < deadline, "revocation never became visible"
+        await asyncio.sleep(0.05)  # polling interval of a bounded wait
