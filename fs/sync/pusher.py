@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -133,10 +134,19 @@ class Pusher:
         if not entries:
             return False
         ops = chain_revs([e.op for e in entries])
+        started = time.monotonic()
+        up_chunks, up_bytes = self._uploader.uploaded_chunks, self._uploader.uploaded_bytes
         await self._upload_missing(chunk_ids(ops))
         async with self._lock:
             results = await self._client.commit(self._ns, [op.to_json() for op in ops])
             clean, retry_missing = self._settle(entries, ops, results)
+        took = time.monotonic() - started
+        up_bytes = self._uploader.uploaded_bytes - up_bytes
+        log.info(
+            "pushed %d changes, uploaded %d chunks (%.1f MiB) in %.2f s (%.1f MiB/s)",
+            len(ops), self._uploader.uploaded_chunks - up_chunks, up_bytes / 2**20, took,
+            up_bytes / 2**20 / max(took, 1e-6),
+        )  # fmt: skip
         if clean and self._on_committed is not None:
             await self._on_committed(clean)
         if retry_missing:
