@@ -30,7 +30,7 @@ from .appkeys import (
     NOTIFIER,
     UPLOADS,
 )
-from .auth import auth_middleware
+from .auth import CALLER, auth_middleware
 from .config import Config
 from .errors import error_middleware
 from .handlers import chunks, commit, hints, ops, session, tree
@@ -90,7 +90,7 @@ def _resources(meta: Any, blobs: Any) -> Callable[[web.Application], AsyncIterat
 def _api_limit_middleware() -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        who = request.get("caller")
+        who = request.get(CALLER)
         if who is not None:
             request.app[API_LIMIT].take(str(who.device_id))
         return await handler(request)

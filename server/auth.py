@@ -55,11 +55,14 @@ def token_hash(token: str) -> bytes:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: set on ``request["caller"]`` by the middleware."""
+    """Who is calling: set on ``request[CALLER]`` by the middleware."""
 
     user_id: int
     device_id: int
     device: Any  # the MetaStore's Device record
+
+
+CALLER = web.RequestKey("caller", Caller)
 
 
 def bearer_token(request: web.Request) -> str:
@@ -72,7 +75,7 @@ def bearer_token(request: web.Request) -> str:
 
 
 def caller(request: web.Request) -> Caller:
-    return request["caller"]  # type: ignore[no-any-return]
+    return request[CALLER]
 
 
 def auth_middleware(public: set[str], lookup: Callable[[bytes], Awaitable[Any]]) -> Any:
@@ -90,7 +93,7 @@ def auth_middleware(public: set[str], lookup: Callable[[bytes], Awaitable[Any]])
         device = await lookup(token_hash(bearer_token(request)))
         if device is None:
             raise Unauthenticated("unknown or revoked token")
-        request["caller"] = Caller(device.user_id, device.id, device)
+        request[CALLER] = Caller(device.user_id, device.id, device)
         return await handler(request)
 
     return middleware
