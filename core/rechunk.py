@@ -45,7 +45,11 @@ from .chunker import DEFAULT, Params, first_cut
 from .errors import InvalidArgument
 
 Reader = Callable[[int, int], bytes]
-"""``read(offset, length)`` returns exactly ``length`` bytes of the new file at ``offset``."""
+"""``read(offset, length)`` returns exactly ``length`` bytes of the new file at ``offset``.
+
+Calls come in ascending order, contiguous within each re-chunked region, each for at most
+``max_size // 4`` bytes (1 MiB with the format's parameters): a reader that decodes whole
+stored chunks should keep the last one it decoded."""
 
 
 @dataclass(frozen=True)
