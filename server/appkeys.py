@@ -15,23 +15,25 @@ from aiohttp import web
 
 from cairn.core.errors import InvalidArgument, NotFound
 
+from .blobs import BlobStore
 from .config import Config
 from .keys import ServerKeys
 from .limits import FailureLimiter, TokenBucket
+from .meta import MetaStore
 from .notify import LocalNotifier
 
 T = TypeVar("T")
 
 CONFIG = web.AppKey("config", Config)
 KEYS = web.AppKey("keys", ServerKeys)
-META = web.AppKey("meta", Any)  # cairn.server.meta.MetaStore
-BLOBS = web.AppKey("blobs", Any)  # cairn.server.blobs BlobStore
+META = web.AppKey("meta", MetaStore)
+BLOBS = web.AppKey("blobs", BlobStore)
 NOTIFIER = web.AppKey("notifier", LocalNotifier)
 CPU = web.AppKey("cpu", ThreadPoolExecutor)
 LOGIN_LIMIT = web.AppKey("login_limit", FailureLimiter)
 API_LIMIT = web.AppKey("api_limit", TokenBucket)
 UPLOADS = web.AppKey("uploads", asyncio.Semaphore)
-HINT_SOCKETS = web.AppKey("hint_sockets", set)
+HINT_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("hint_sockets")
 
 _MAX_NS = (1 << 63) - 1
 

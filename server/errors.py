@@ -55,7 +55,7 @@ _HTTP_CODES = {
 
 def status_of(exc: E.CairnError) -> int:
     for cls in type(exc).__mro__:
-        status = STATUS.get(cls)  # type: ignore[call-overload]
+        status = STATUS.get(cls)
         if status is not None:
             return status
     return 500

@@ -106,7 +106,7 @@ class FailureLimiter:
         q = self._recent(key, now)
         if len(q) >= self.max_failures:
             err = RateLimited("too many failed attempts; try again later")
-            err.retry_after = q[0] + self.window - now  # type: ignore[attr-defined]
+            err.retry_after = q[0] + self.window - now
             raise err
 
     def fail(self, key: str) -> None:
@@ -138,6 +138,6 @@ class TokenBucket:
         if tokens < 1.0:
             bucket[0] = tokens
             err = RateLimited("too many requests; slow down")
-            err.retry_after = (1.0 - tokens) / self.rate  # type: ignore[attr-defined]
+            err.retry_after = (1.0 - tokens) / self.rate
             raise err
         bucket[0] = tokens - 1.0

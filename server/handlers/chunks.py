@@ -16,6 +16,7 @@ from aiohttp import web
 
 from cairn.core import frame, ids
 from cairn.core.errors import InvalidArgument, NotFound, TooLarge
+from cairn.core.keys import DataKey
 
 from .. import metrics
 from ..appkeys import BLOBS, CONFIG, KEYS, META, UPLOADS, run_cpu
@@ -30,10 +31,10 @@ def _cid(request: web.Request) -> bytes:
         raise InvalidArgument("a chunk id is 64 lowercase hex digits") from None
 
 
-def _verify_and_seal(body: bytes, cid: bytes, dedupe_key: bytes, key: object) -> tuple[int, bytes]:
+def _verify_and_seal(body: bytes, cid: bytes, dedupe_key: bytes, key: DataKey) -> tuple[int, bytes]:
     """(plain length, frame encrypted for storage); raises FrameError subclasses (422)."""
     plain = frame.decode(body, cid, dedupe_key=dedupe_key)
-    return len(plain), frame.encrypt_frame(body, cid, key)  # type: ignore[arg-type]
+    return len(plain), frame.encrypt_frame(body, cid, key)
 
 
 async def missing(request: web.Request) -> web.Response:

@@ -102,7 +102,8 @@ async def hints_poll(request: web.Request) -> web.Response:
 async def close_hint_sockets(app: web.Application) -> None:
     """on_shutdown: wake every poll and close every hint socket."""
     await app[NOTIFIER].close()
-    for ws in list(app[HINT_SOCKETS]):
+    sockets = app[HINT_SOCKETS]
+    for ws in list(sockets):
         with contextlib.suppress(Exception):
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
 
