@@ -47,7 +47,7 @@ from .errors import InvalidArgument
 Reader = Callable[[int, int], bytes]
 """``read(offset, length)`` returns exactly ``length`` bytes of the new file at ``offset``.
 
-Calls come in ascending order, contiguous within each re-chunked region, each for at most
+Calls come in ascending order and never read a byte twice, each for at most
 ``max_size // 4`` bytes (1 MiB with the format's parameters): a reader that decodes whole
 stored chunks should keep the last one it decoded."""
 
@@ -157,6 +157,8 @@ class _Plan:
         self.old_ends = [e.offset + e.old_len for e in self.edits]
         self.new_ends = [e.offset + e.old_len + deltas[k + 1] for k, e in enumerate(self.edits)]
         self.dirty_lo, self.dirty_hi = self._dirty_ranges()
+        self._carry = bytearray()  # new-file bytes read past the last re-chunked region
+        self._carry_base = 0
 
     # --- coordinates ----------------------------------------------------------------------
 
@@ -228,8 +230,14 @@ class _Plan:
         cutter = self.params.cutter()
         max_size = self.params.max_size
         step = max(max_size // 4, 1)
-        buf = bytearray()
-        base = q  # new offset of buf[0]
+        # Bytes read ahead past the previous region's end are kept: the next region may start
+        # within them (edits closer than a read step), and reading them twice would be waste.
+        buf, base = self._carry, self._carry_base  # base: new offset of buf[0]
+        if base <= q <= base + len(buf):
+            del buf[: q - base]
+        else:
+            buf.clear()
+        base = q
         while True:
             end = base + len(buf)
             with memoryview(buf) as view:
@@ -252,6 +260,7 @@ class _Plan:
                 return q, self.n
             j = self._resync(q)
             if j is not None:
+                self._carry_base = base
                 return q, j
 
 

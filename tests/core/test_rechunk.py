@@ -93,6 +93,9 @@ def _check(old: bytes, edits: list[Edit], fill: bytes, params: Params) -> Counti
             assert old[o : o + n] == chunk and p.data is None
         else:
             assert p.data == chunk
+    # the documented call pattern: ascending, non-overlapping, at most max/4 per call
+    assert all(a[0] + a[1] <= b[0] for a, b in zip(reader.calls, reader.calls[1:], strict=False))
+    assert all(0 < n <= params.max_size // 4 for _, n in reader.calls)
     return reader
 
 
