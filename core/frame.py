@@ -11,13 +11,18 @@ Layout (all integers big-endian; full description in docs/format.md)::
     18 12  nonce (only when encrypted)
     ..     payload: the (compressed) chunk; when encrypted, ciphertext followed by a 16-byte tag
 
-When encrypted, the associated data is the header (bytes 0..30) followed by the 32-byte chunk
-id, so a frame cannot be replayed under another id or have its header altered. Decoding
-verifies everything it can and raises a ``FrameError`` subclass instead of returning
+When encrypted, the associated data is the header and nonce (bytes 0..29) followed by the
+32-byte chunk id, so a frame cannot be replayed under another id or have its header altered.
+Decoding verifies everything it can and raises a ``FrameError`` subclass instead of returning
 unverified bytes; plaintext frames are checked by recomputing the keyed chunk id.
 
-All functions here are thread-safe and release the GIL inside the compression, cipher and
-hash libraries, so callers run them in a thread pool.
+The compressed form is kept only when it saves at least 1/32; chunks of 64 KiB or more are
+first probed on four 8 KiB samples, and stored raw without a full zstd pass when the samples
+do not shrink (incompressible media costs little).
+
+All functions here are thread-safe. The compression and hash libraries release the GIL (and
+cryptography does for AEAD since pyca/cryptography#15361), so callers run them in a thread
+pool.
 """
 
 from __future__ import annotations
