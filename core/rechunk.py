@@ -94,9 +94,12 @@ def rechunk(
     does a reader that returns the wrong number of bytes. New pieces carry their bytes, so a
     caller that keeps every piece keeps the re-chunked bytes in memory.
 
-    ``old_lengths`` must be the chunking of the old content with the same ``params`` (as every
-    Cairn blocklist of one data run is). If it is not, the pieces still tile the new file and
-    reused pieces still hold the bytes their old chunk held, but the cuts are not canonical.
+    What the result relies on: each old chunk that no edit touches is the chunk ``params``
+    cut from its own start in the old content (true of every chunk of a Cairn blocklist's
+    data run). Pieces that are not (e.g. placeholders for a filled hole or a chunk cut short)
+    are fine when an edit covers them: they are never reused. Otherwise the pieces still tile
+    the new file and reused pieces hold the bytes their old chunk held, but the cuts may not
+    be canonical.
     """
     plan = _Plan(old_lengths, edits, new_size, params)
     return plan.run(read)
