@@ -36,6 +36,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cairn.core.errors import CairnError, ConfigError, Unavailable
 
+from .writer import Writer
+
 log = logging.getLogger("cairn.server.meta")
 
 BUSY_TIMEOUT_MS = 10_000
@@ -89,7 +91,7 @@ class Database:
         self.sync_engine: Engine | None = None
         self.async_engine: AsyncEngine | None = None
         self._readers: ThreadPoolExecutor | None = None
-        self._writer: ThreadPoolExecutor | None = None
+        self._writer: Writer | None = None
         try:
             if self.is_sqlite:
                 sync_url = _sqlite_sync_url(url)
@@ -103,7 +105,7 @@ class Database:
                 )
                 _setup_sqlite(self.sync_engine)
                 self._readers = ThreadPoolExecutor(SQLITE_READERS, "cairn-meta-read")
-                self._writer = ThreadPoolExecutor(1, "cairn-meta-write")
+                self._writer = Writer(self.sync_engine)
             elif url.startswith("postgresql+asyncpg://"):
                 self.async_engine = create_async_engine(
                     url, pool_size=10, max_overflow=10, pool_pre_ping=True
@@ -121,7 +123,7 @@ class Database:
             assert self._readers is not None and self._writer is not None
             loop = asyncio.get_running_loop()
             # Let queued transactions finish, then close the pooled connections.
-            await loop.run_in_executor(None, self._writer.shutdown, True)
+            await loop.run_in_executor(None, self._writer.stop)
             await loop.run_in_executor(None, self._readers.shutdown, True)
             self.sync_engine.dispose()
         if self.async_engine is not None:
@@ -153,9 +155,12 @@ class Database:
 
     async def _run(self, writing: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self.sync_engine is not None:
-            pool = self._writer if writing else self._readers
-            call = functools.partial(self._sqlite_txn, writing, fn, *args, **kwargs)
-            return await asyncio.get_running_loop().run_in_executor(pool, call)
+            if writing:
+                assert self._writer is not None
+                result: T = await self._writer.submit(False, fn, *args, **kwargs)
+                return result
+            call = functools.partial(self._sqlite_txn, False, fn, *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(self._readers, call)
         assert self.async_engine is not None
         async with self.async_engine.connect() as conn:
             async with conn.begin():
@@ -176,15 +181,9 @@ class Database:
 
     async def run_plain(self, fn: Callable[[Connection], T]) -> T:
         """``fn(conn)`` on a connection with no transaction begun (migrations, checks)."""
-        if self.sync_engine is not None:
-            engine = self.sync_engine
-
-            def call() -> T:
-                with engine.connect() as conn:
-                    return fn(conn)
-
-            assert self._writer is not None
-            return await asyncio.get_running_loop().run_in_executor(self._writer, call)
+        if self._writer is not None:
+            result: T = await self._writer.submit(True, fn)
+            return result
         assert self.async_engine is not None
         async with self.async_engine.connect() as aconn:
             return await aconn.run_sync(fn)
