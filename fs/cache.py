@@ -122,6 +122,8 @@ class ChunkCache:
             f.write(data)
         os.replace(tmp, dest)
         with self._lock:
+            if cid in self._dirty or cid in self._clean:
+                return  # another thread cached the same chunk meanwhile: count it once
             if dirty:
                 self._dirty[cid] = len(data)
             else:
