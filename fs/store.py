@@ -349,14 +349,17 @@ class Store:
 
     # --- outbox ---------------------------------------------------------------------------
 
-    def outbox_peek(self, n: int | None = 100) -> list[OutboxEntry]:
-        """The first ``n`` (None: all) queued ops in order; does not remove them."""
+    def outbox_peek(self, n: int | None = 100, *, sending: bool = True) -> list[OutboxEntry]:
+        """The first ``n`` (None: all) queued ops in order; does not remove them.
+
+        ``sending=False`` for a look that will not send them (status, counting): only a
+        sending peek stops the store from folding new content into a queued ``create``."""
         out: list[OutboxEntry] = []
         for key, raw in self._scan(_O, _O):
             if n is not None and len(out) >= n:
                 break
             out.append(OutboxEntry(_U64.unpack(key[1:])[0], _op_from_json(json.loads(raw))))
-        if out:
+        if out and sending:
             self._peeked_upto = max(self._peeked_upto, out[-1].seq)
         return out
 

@@ -122,6 +122,10 @@ def test_first_content_folds_into_an_unpeeked_create_only(tmp_path: Path) -> Non
     txn = store.txn()
     assert txn.fold_into_create(a.id, bl, 99)
     txn.commit()
+    (entry,) = store.outbox_peek(None, sending=False)  # a status look: still foldable
+    txn = store.txn()
+    assert txn.fold_into_create(a.id, bl, 99)
+    txn.commit()
     (entry,) = store.outbox_peek(None)  # the pusher may now be sending it
     assert entry.op.blocklist == bl and entry.op.mtime_ns == 99
     assert not store.txn().fold_into_create(a.id, wire.Blocklist(), 100)
