@@ -115,7 +115,7 @@ class Client:
             resp = await self._http.request(method, path, **kw)
         except httpx.TimeoutException as e:
             raise Unavailable(f"server {self.base_url} timed out ({type(e).__name__})") from None
-        except (httpx.TransportError, OSError) as e:
+        except (httpx.HTTPError, OSError) as e:  # transport, protocol, decoding, redirects
             raise Unavailable(
                 f"cannot reach server {self.base_url}: {e or type(e).__name__}"
             ) from None

@@ -69,6 +69,11 @@ async def _serve_one(stream: trio.SocketStream, handlers: dict[str, Handler]) ->
                 answer = await handler(req)
         except (ValueError, trio.TooSlowError) as e:
             answer = {"ok": False, "error": f"bad request: {e}"}
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # the client went away
+        except Exception as e:  # noqa: BLE001 - a failing command must not end the mount
+            log.exception("control command failed")
+            answer = {"ok": False, "error": f"internal error: {e!r}"}
         try:
             await stream.send_all(json.dumps(answer).encode() + b"\n")
         except (trio.BrokenResourceError, trio.ClosedResourceError):

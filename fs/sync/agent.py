@@ -146,6 +146,10 @@ class SyncAgent:
             except (CairnError, OSError) as e:
                 self._error(what, e)
                 delay = backoff.next_delay() * 4
+            except Exception as e:  # noqa: BLE001 - a sync bug must not take the mount down
+                log.exception("%s failed unexpectedly; retrying later", what)
+                self.errors.append((time.time(), f"{what}: internal error {e!r}"))
+                delay = OFFLINE_CAP * 4
             with trio.move_on_after(delay):
                 await getattr(self, wake_attr).wait()
             setattr(self, wake_attr, trio.Event())
