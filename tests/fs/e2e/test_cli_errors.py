@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.drive import CAIRN, PASSWORD, Device, free_port_url
+from tests.support.drive import CAIRN, PASSWORD, Device, free_port_url, wait_until
 
 pytestmark = pytest.mark.fuse
 
@@ -94,6 +94,12 @@ def test_already_mounted(devices, tmp_path: Path) -> None:
     one_line(res, 1, "already mounted")
     res = a.cli("unmount", str(other))
     one_line(res, 1, "not mounted")
+    (a.mnt / "f.txt").write_text("x")
+    wait_until(lambda: "pending:  0 changes" in a.status(), 30, "the upload")
+    st = a.status()
+    assert f"mounted:  {a.mnt}" in st and "reachable: yes" in st and "errors:   none" in st
     a.unmount()
     assert not os.path.ismount(a.mnt)
     assert a.pid() is None
+    st = a.status()  # not mounted: read from the state dir itself
+    assert "mounted:  no" in st and "pending:  0 changes" in st and "reachable: yes" in st
