@@ -95,6 +95,12 @@ _ADD_REFS = (
     .where(chunks.c.id.in_(_b("ids", expanding=True)))
     .values(refcount=chunks.c.refcount + _b("delta"))
 )
+_LOCK_CHUNKS = (
+    select(chunks.c.id)
+    .where(chunks.c.id.in_(_b("ids", expanding=True)))
+    .order_by(chunks.c.id)
+    .with_for_update()
+)
 _SAVE_NS = (
     update(namespaces)
     .where(namespaces.c.id == _b("b_ns"))
@@ -179,8 +185,13 @@ class Batch:
             c.execute(_INSERT_JOURNAL, self.journal_rows)
         if self.result_rows:
             c.execute(_INSERT_RESULT, self.result_rows)
+        if self.refs and c.dialect.name == "postgresql":
+            # Two commits in different namespaces may touch the same chunks: take the row
+            # locks in one global order (by id) first so their updates cannot deadlock.
+            for part in batched(sorted(self.refs)):
+                c.execute(_LOCK_CHUNKS, {"ids": list(part)}).all()
         by_delta: dict[int, list[bytes]] = {}
-        for cid, n in self.refs.items():
+        for cid, n in sorted(self.refs.items()):
             by_delta.setdefault(n, []).append(cid)
         for delta, ids in by_delta.items():
             for part in batched(ids):

@@ -341,8 +341,8 @@ class MetaStore:
 
     @translated
     async def trash(self, user_id: int, ns: int) -> dict[str, Any]:
-        """``{"entries": [node...]}`` of deleted nodes, most recently deleted first; each
-        also carries ``former`` ([parent, name] it was last linked under) and
+        """``{"entries": [node...]}`` of deleted nodes, most recently deleted first (at most
+        10,000); each also carries ``former`` ([parent, name] it was last linked under) and
         ``deleted_ns``."""
         return await self.db.read(_trash, user_id, ns)
 

@@ -340,3 +340,14 @@ async def test_commit_access_and_bounds(store: MetaStore) -> None:
     # Bob cannot reach alice's nodes through his own namespace either.
     r = await bob.commit1(mkdir(alice.root, "x"))
     assert (r["status"], r["error"]) == ("error", "not_found")
+
+
+async def test_rename_onto_itself_or_its_own_hard_link_changes_no_names(world: World) -> None:
+    f = await world.mkfile(name="f")
+    r = await world.commit1(rename(f["id"], world.root, "f", world.root, "f"))
+    assert r["status"] == "applied" and r["node"]["names"] == [[world.root, "f"]]
+    await world.applied(link(f["id"], world.root, "g"))
+    r = await world.commit1(rename(f["id"], world.root, "f", world.root, "g", replace=True))
+    assert r["status"] == "applied"
+    assert sorted(map(tuple, r["node"]["names"])) == [(world.root, "f"), (world.root, "g")]
+    assert r["node"]["deleted"] is False

@@ -155,3 +155,28 @@ async def test_revocation_by_another_process_is_seen_within_the_cache_ttl(
     while await world.store.device_by_token(token) is not None:
         assert time.monotonic() < deadline, "revocation never became visible"
         await asyncio.sleep(0.05)  # polling interval of a bounded wait
+
+
+async def test_concurrent_commits_in_two_namespaces_sharing_chunks_count_right(
+    store: MetaStore, second_store: MetaStore
+) -> None:
+    alice = await World.new(store, "alice")
+    bob = await World.new(store, "bob")
+    x, y = os.urandom(32), os.urandom(32)
+    for w in (alice, bob):
+        for c in (x, y):
+            await store.record_upload(w.user.id, c, 100, 90)
+    rounds = 10
+    for r in range(rounds):
+        # Opposite orders and per-chunk counts (a lock-order inversion if row locks were
+        # taken per delta group; commit.py locks chunk rows in id order first).
+        a_ops = [create(alice.root, f"a{r}-{i}", [(c, 100)]) | {"op_id": f"a{r}-{i}"}
+                 for i, c in enumerate((x, y, y))]  # fmt: skip
+        b_ops = [create(bob.root, f"b{r}-{i}", [(c, 100)]) | {"op_id": f"b{r}-{i}"}
+                 for i, c in enumerate((y, x, x))]  # fmt: skip
+        ra, rb = await asyncio.gather(
+            store.commit(alice.user.id, alice.device.id, alice.ns, parse_ops({"ops": a_ops})),
+            second_store.commit(bob.user.id, bob.device.id, bob.ns, parse_ops({"ops": b_ops})),
+        )
+        assert [res["status"] for res in ra + rb] == ["applied"] * 6
+    assert await store.chunk_refcounts([x, y]) == {x: 3 * rounds, y: 3 * rounds}
