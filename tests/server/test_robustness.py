@@ -143,3 +143,14 @@ def test_readyz_is_503_when_the_blob_store_is_unreachable(server_factory) -> Non
     assert httpx.get(srv.url + "/healthz").status_code == 200
     r = httpx.get(srv.url + "/readyz", timeout=30)
     assert r.status_code == 503 and r.json()["error"] == "unavailable"
+
+
+def test_api_rate_limit_per_device(server_factory) -> None:  # type: ignore[no-untyped-def]
+    srv = server_factory(config={"rate_limits": {"api_rate": 0.01, "api_burst": 3}})
+    srv.add_user("alice", "a")
+    a, b = login(srv, "alice", "a", "one"), login(srv, "alice", "a", "two")
+    codes = [a.http.get("/api/v1/me").status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    r = a.http.get("/api/v1/me")
+    assert r.json()["error"] == "rate_limited" and int(r.headers["Retry-After"]) >= 1
+    assert b.http.get("/api/v1/me").status_code == 200  # another device has its own budget
