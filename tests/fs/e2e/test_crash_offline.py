@@ -124,3 +124,39 @@ def test_offline_edits_arrive(devices, drive_server) -> None:
     wait_until(lambda: (b.mnt / "after").is_dir() and not (b.mnt / "before").exists(), 30, "rename")
     assert (b.mnt / "offline" / "note.txt").read_text() == "written offline"
     assert (b.mnt / "cold.bin").read_bytes() == cold
+
+
+def blob_count(server) -> int:
+    return sum(1 for p in (server.data_dir / "blobs").rglob("*") if p.is_file())
+
+
+def test_kill9_mid_upload_then_offline_kill(devices, drive_server) -> None:
+    """Killed while uploading, and killed while offline with a full outbox: after remount
+    everything arrives, once."""
+    a: Device = devices("A")
+    a.mount()
+    before = blob_count(drive_server)
+    big = os.urandom(48 << 20)
+    write_fsync(a.mnt / "big.bin", big)
+    # Upload has started (some chunks are stored) but 48 chunks take a while: kill now.
+    wait_until(lambda: blob_count(drive_server) > before, 60, "the first uploaded chunk")
+    a.kill9()
+
+    drive_server.stop()
+    a.mount()  # offline remount from local state
+    assert (a.mnt / "big.bin").read_bytes() == big
+    small = os.urandom(100_000)
+    write_fsync(a.mnt / "written-offline", small)
+    a.kill9()
+    drive_server.start()
+    a.mount()
+
+    b: Device = devices("B")
+    b.mount()
+    wait_until(
+        lambda: same_bytes(b.mnt / "written-offline", small), 90, "B to see the offline file"
+    )
+    wait_until(lambda: same_bytes(b.mnt / "big.bin", big), 90, "B to see big.bin")
+    assert sorted(os.listdir(b.mnt)) == ["big.bin", "written-offline"]
+    a.unmount()
+    check_cache(a.state)
