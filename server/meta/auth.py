@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import re
 import time
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, Select, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cairn.core.errors import AlreadyExists, InvalidArgument, NotFound
@@ -61,13 +62,13 @@ _USER_COLUMNS = (
 )
 
 
-def _user_select():  # type: ignore[no-untyped-def]
+def _user_select() -> Select[Any]:
     return select(*_USER_COLUMNS).select_from(
         users.join(namespaces, namespaces.c.id == users.c.home_ns)
     )
 
 
-def _user(row) -> User:  # type: ignore[no-untyped-def]
+def _user(row: Any) -> User:
     return User(row.id, row.name, row.password_hash, row.quota, row.home_ns, row.root,
                 row.created_ns)  # fmt: skip
 
@@ -159,12 +160,12 @@ _DEVICE_COLUMNS = (
 )
 
 
-def _device(row) -> Device:  # type: ignore[no-untyped-def]
+def _device(row: Any) -> Device:
     return Device(row.id, row.user_id, row.user_name, row.name, bool(row.revoked),
                   row.created_ns)  # fmt: skip
 
 
-def _device_select():  # type: ignore[no-untyped-def]
+def _device_select() -> Select[Any]:
     return select(*_DEVICE_COLUMNS).select_from(
         devices.join(users, users.c.id == devices.c.user_id)
     )

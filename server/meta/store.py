@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
@@ -96,7 +97,7 @@ def _get_node(conn: Connection, user_id: int, ns: int, node_id: str) -> dict[str
 
 def _list_children(
     conn: Connection, user_id: int, ns: int, node_id: str, after: str | None, limit: int
-) -> tuple[list[Any], dict[str, NodeState]]:
+) -> tuple[Sequence[Any], dict[str, NodeState]]:
     _check_access(conn, user_id, ns)
     kind = conn.execute(_KIND, {"id": node_id, "ns": ns}).scalar()
     if kind is None:
