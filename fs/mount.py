@@ -34,6 +34,7 @@ from .statedir import StateDir, pid_alive, register_mount, unregister_mount
 log = logging.getLogger("cairn.fs.mount")
 
 READY_TIMEOUT = 60.0
+SEAL_TIMEOUT = 30.0
 EXIT_TIMEOUT = 30.0
 
 
@@ -244,7 +245,9 @@ def run(
     register_mount(mountpoint, state)
     drive.ops.mounted = True  # from now on remote changes invalidate the kernel's caches
     log.info("mounted %s at %s (pid %d)", state.root, mountpoint, os.getpid())
-    stopped_by_us = False
+    # Unmount on the way out unless the kernel mount already went away on its own (a crash
+    # of the session must not leave a dead mount behind).
+    stopped_by_us = True
     try:
         stopped_by_us = trio.run(_serve, state, drive, ready)
     finally:
@@ -304,6 +307,10 @@ async def _serve(state: StateDir, drive, ready: _Ready) -> bool:  # type: ignore
         try:
             await pyfuse3.main()
         finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(SEAL_TIMEOUT):
+                # Files still open with unsealed writes (SIGTERM, lazy unmount): seal them so
+                # their data waits in the outbox for the next mount.
+                await drive.ops.seal_all()
             nursery.cancel_scope.cancel()
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await drive.client.aclose()
