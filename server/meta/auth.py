@@ -13,7 +13,7 @@ import re
 import time
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, Select, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cairn.core.errors import AlreadyExists, InvalidArgument, NotFound
@@ -207,13 +207,22 @@ def list_devices(conn: Connection, user_id: int) -> list[Device]:
 
 
 def revoke_device(conn: Connection, user_id: int, device: str) -> int:
-    """Revoke the user's live devices named ``device`` (or with that id); how many."""
-    match = devices.c.name == device
-    if device.isdigit():
-        match = or_(match, devices.c.id == int(device))
+    """Revoke the user's live devices named ``device``; if none has that name and it is a
+    number, the live device with that id. Returns how many were revoked."""
+    live = (devices.c.user_id == user_id, devices.c.revoked.is_(False))
+    res = conn.execute(update(devices).where(*live, devices.c.name == device).values(revoked=True))
+    if res.rowcount == 0 and device.isdigit():
+        return revoke_device_id(conn, user_id, int(device))
+    return int(res.rowcount)
+
+
+def revoke_device_id(conn: Connection, user_id: int, device_id: int) -> int:
+    """Revoke exactly the device ``device_id`` of this user (logout); 0 or 1."""
     res = conn.execute(
         update(devices)
-        .where(devices.c.user_id == user_id, devices.c.revoked.is_(False), match)
+        .where(
+            devices.c.user_id == user_id, devices.c.revoked.is_(False), devices.c.id == device_id
+        )
         .values(revoked=True)
     )
     return int(res.rowcount)

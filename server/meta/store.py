@@ -282,9 +282,18 @@ class MetaStore:
 
     @translated
     async def revoke_device(self, user_id: int, device: str) -> int:
-        """Revoke by device name or id; returns how many live devices were revoked."""
+        """Revoke by device name (all live devices of that name) or, if no device has that
+        name, by numeric id; returns how many live devices were revoked."""
         try:
             return await self.db.write(auth.revoke_device, user_id, device)
+        finally:
+            self._tokens.clear()
+
+    @translated
+    async def revoke_device_id(self, user_id: int, device_id: int) -> int:
+        """Revoke exactly this device of the user (logout); returns 0 or 1."""
+        try:
+            return await self.db.write(auth.revoke_device_id, user_id, device_id)
         finally:
             self._tokens.clear()
 

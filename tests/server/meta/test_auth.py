@@ -77,3 +77,18 @@ async def test_devices_tokens_and_revocation(store: MetaStore) -> None:
     assert await store.revoke_device(alice.id, str(d3.id)) == 0  # bob's device, not alice's
     assert await store.revoke_device(bob.id, str(d3.id)) == 1
     assert await store.device_by_token(t3) is None
+
+
+async def test_revoke_by_id_is_exact(store: MetaStore) -> None:
+    alice = await store.add_user("alice", "h", None)
+    t1, t2 = os.urandom(32), os.urandom(32)
+    d1 = await store.add_device(alice.id, "laptop", t1)
+    # A device whose *name* is the other one's id must survive a logout of that id.
+    d2 = await store.add_device(alice.id, str(d1.id), t2)
+    assert await store.revoke_device_id(alice.id, d1.id) == 1
+    assert await store.device_by_token(t1) is None
+    assert await store.device_by_token(t2) == d2
+    assert await store.revoke_device_id(alice.id, d1.id) == 0
+    # By name first: the numeric name matches the device named so, not the id.
+    assert await store.revoke_device(alice.id, str(d1.id)) == 1
+    assert await store.device_by_token(t2) is None
