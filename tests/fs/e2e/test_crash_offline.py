@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from cairn.core.errors import NotFound
 from cairn.fs.cache import ChunkCache
-from cairn.fs.statedir import StateDir
+from cairn.fs.statedir import StateDir, pid_alive
 from cairn.fs.store import Store
-from tests.support.drive import Device, wait_until
+from tests.support.drive import Device, lazy_unmount, wait_until
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
@@ -160,3 +161,25 @@ def test_kill9_mid_upload_then_offline_kill(devices, drive_server) -> None:
     assert sorted(os.listdir(b.mnt)) == ["big.bin", "written-offline"]
     a.unmount()
     check_cache(a.state)
+
+
+def test_sigterm_seals_open_files(devices) -> None:
+    """A mount ended by SIGTERM seals files still open for writing: the data is kept."""
+    a: Device = devices("A")
+    a.mount()
+    pid = a.pid()
+    assert pid is not None
+    f = open(a.mnt / "open.txt", "wb")  # noqa: SIM115 - held open across the SIGTERM
+    try:
+        f.write(b"written, never closed")
+        f.flush()
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not pid_alive(pid), 30, "the mount process to exit")
+    finally:
+        try:
+            f.close()
+        except OSError:
+            pass  # the session is gone: closing may fail with ENOTCONN
+    lazy_unmount(a.mnt)
+    a.mount()
+    assert (a.mnt / "open.txt").read_bytes() == b"written, never closed"
