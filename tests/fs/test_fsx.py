@@ -5,7 +5,9 @@ A seeded random sequence of writes (random sizes and offsets, holes past EOF), t
 create, chmod, fsync and close/reopen runs on a real Cairn mount and, identically, on a
 reference directory on tmpfs; every step is compared (see ``tests/fs/fsx_model.py``). Then
 the whole tree is compared, again after an unmount + remount of the same device, and a fresh
-second device must converge to the same tree.
+second device must converge to the same tree. A second test keeps another device mounted
+during the whole sequence, so it applies the changes incrementally (renames over existing
+names, unlink + create of the same name, truncates) rather than from one compacted listing.
 
 Replay a failure with the seed printed in its message::
 
@@ -71,13 +73,10 @@ def _converge(mnt: Path, want: dict, deadline_s: float, what: str, seed: int) ->
         delay = min(delay * 1.5, 1.0)
 
 
-def test_fsx_differential(devices, ref_dir: Path, tmp_path: Path) -> None:  # noqa: F811
-    seed = _seed()
+def _run_sequence(a: Device, ref_dir: Path, tmp_path: Path, seed: int) -> dict:
+    """The seeded sequence on device ``a`` and the reference; returns the reference tree."""
     max_ops = int(os.environ.get("CAIRN_FSX_OPS", "400"))
     seconds = float(os.environ.get("CAIRN_FSX_SECONDS", "120"))
-
-    a: Device = devices("A")
-    a.mount()
     run = FsxRun(a.mnt, ref_dir, seed, log_path=tmp_path / f"fsx-ops-{seed}.log")
     run.setup()
     done = run.run(max_ops, seconds)
@@ -85,7 +84,14 @@ def test_fsx_differential(devices, ref_dir: Path, tmp_path: Path) -> None:  # no
     assert done >= min(max_ops, MIN_OPS), (
         f"fsx seed={seed}: only {done} operations in {seconds:g} s"
     )
-    want = tree(ref_dir)
+    return tree(ref_dir)
+
+
+def test_fsx_differential(devices, ref_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    seed = _seed()
+    a: Device = devices("A")
+    a.mount()
+    want = _run_sequence(a, ref_dir, tmp_path, seed)
 
     # The same device after unmount (which drains the outbox) and mount: from local state.
     a.unmount()
@@ -97,3 +103,13 @@ def test_fsx_differential(devices, ref_dir: Path, tmp_path: Path) -> None:  # no
     b: Device = devices("B")
     b.mount()
     _converge(b.mnt, want, CONVERGE_DEADLINE_S, "a fresh second device", seed)
+
+
+def test_fsx_observer_device_converges(devices, ref_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    seed = _seed()
+    a: Device = devices("A")
+    b: Device = devices("B")
+    a.mount()
+    b.mount()  # mounted throughout: pulls A's changes while they happen
+    want = _run_sequence(a, ref_dir, tmp_path, seed)
+    _converge(b.mnt, want, CONVERGE_DEADLINE_S, "a device mounted during the sequence", seed)
