@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.drive import Device, wait_until
 
-pytestmark = [pytest.mark.fuse, pytest.mark.soak]
+pytestmark = [pytest.mark.fuse, pytest.mark.soak, pytest.mark.timeout(3600)]
 
 MIB = 1 << 20
 RSS_LIMIT = 300 * MIB
