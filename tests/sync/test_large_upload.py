@@ -1,0 +1,49 @@
+"""kill -9 of a mount in the middle of a large upload: after a restart the upload resumes
+and the server's chunk byte counter shows no chunk sent twice (at most one chunk in flight
+per upload worker is sent again)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from cairn.core.chunker import MAX_SIZE
+from cairn.fs.sync.uploader import DEFAULT_CONCURRENCY
+from tests.support.drive import wait_until
+from tests.sync.test_offline_faults import chunk_bytes_in
+from tests.sync.tree import file_digest, pending_zero
+
+pytestmark = [pytest.mark.fuse, pytest.mark.slow]
+
+SIZE = 200 << 20
+FRAME_OVERHEAD = 4096  # generous per-frame header + tag allowance
+
+
+def test_kill9_mid_upload_resumes_without_resending(sync_devices, proxy, drive_server) -> None:
+    a = sync_devices("A")
+    base = chunk_bytes_in(drive_server.url)
+    h = hashlib.sha256()
+    proxy.throttle(40 << 20)  # 200 MiB takes ~5 s: the kill lands mid-upload
+    with open(a.mnt / "big.bin", "wb") as f:
+        for _ in range(SIZE >> 22):  # random 4 MiB blocks: incompressible, no dedupe
+            block = os.urandom(4 << 20)
+            h.update(block)
+            f.write(block)
+    wait_until(
+        lambda: chunk_bytes_in(drive_server.url) - base > SIZE // 4, 60, "a quarter uploaded"
+    )
+    a.kill9()
+    before_restart = chunk_bytes_in(drive_server.url) - base
+    assert before_restart < SIZE, "the upload finished before the kill: nothing to resume"
+    proxy.throttle(0)
+    a.mount()
+    wait_until(lambda: pending_zero(a), 120, "A's outbox to drain after the restart")
+    sent = chunk_bytes_in(drive_server.url) - base
+    chunks = SIZE // (256 << 10) + 1  # upper bound on chunk count (MIN_SIZE 256 KiB)
+    limit = SIZE + chunks * FRAME_OVERHEAD + DEFAULT_CONCURRENCY * (MAX_SIZE + FRAME_OVERHEAD)
+    assert sent <= limit, f"server received {sent} B for a {SIZE} B file (limit {limit})"
+    b = sync_devices("B")
+    wait_until(lambda: (b.mnt / "big.bin").exists(), 60, "B sees big.bin")
+    assert file_digest(b.mnt / "big.bin") == h.hexdigest()
