@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from cairn.server.meta import MetaStore
-from tests.support.pg import pg_cluster, pg_database  # noqa: F401
+
+# pg_cluster (session scope) comes from tests/server/conftest.py: importing it here too
+# would start a second cluster per session.
+from tests.support.pg import pg_database  # noqa: F401
 
 from .helpers import World
 
