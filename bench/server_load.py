@@ -32,6 +32,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -550,6 +551,15 @@ def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
         data = base / "data"
         cli = str(VENV_BIN / "cairn-server")
         run([cli, "init", str(data)], env)
+        if args.cpu_threads:
+            # sizes the server's CPU pool and its concurrent-upload semaphore (4 per thread)
+            toml = data / "cairn-server.toml"
+            text = toml.read_text()
+            if "\ncpu_threads = " not in text:
+                raise BenchError("cairn-server.toml has no cpu_threads line to override")
+            toml.write_text(
+                re.sub(r"(?m)^cpu_threads = \d+", f"cpu_threads = {args.cpu_threads}", text)
+            )
         users = [f"user{i:03d}" for i in range(args.users)]
         for u in users:
             run(
@@ -751,6 +761,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="py-spy the server during the run")
     ap.add_argument("--profile-dir", help="keep the raw py-spy profiles here")
     ap.add_argument("--json", help="write the figures to this file")
+    ap.add_argument(
+        "--cpu-threads", type=int, default=0, help="server cpu_threads (default: as init wrote it)"
+    )
     ap.add_argument(
         "--switch-interval",
         type=float,
