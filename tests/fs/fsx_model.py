@@ -257,32 +257,36 @@ class FsxRun:
     def op_rename(self, slot: str) -> str:
         dst = self.rng.choice([s for s in SLOTS if s != slot])
         replaced = dst in self.exists
-        self._close(dst)  # the replaced file's fds would point at an unlinked inode
-        self.both(
-            f"rename {slot} -> {dst}",
-            lambda r: os.rename(r / slot, r / dst),
-            self.drive,
-            self.ref,
-        )
+        # The replaced file keeps its fds half of the time (an orphan, like unlink while open).
+        orphan = self.open.pop(dst, None)
+        if orphan is not None and self.rng.random() < 0.5:
+            orphan.close()
+            orphan = None
+        try:
+            self.both(
+                f"rename {slot} -> {dst}",
+                lambda r: os.rename(r / slot, r / dst),
+                self.drive,
+                self.ref,
+            )
+        except FsxMismatch:
+            if orphan is not None:
+                orphan.close()
+            raise
         self.exists.discard(slot)
         self.exists.add(dst)
         if slot in self.open:
             self.open[dst] = self.open.pop(slot)  # the open fds follow the file
         self.check_region(dst, 0, 64 * KiB)
-        return f"rename {slot} -> {dst}" + (" (replacing)" if replaced else "")
+        done = f"rename {slot} -> {dst}" + (" (replacing)" if replaced else "")
+        if orphan is not None:
+            done += ", replaced file still open: " + self._orphan_io(orphan, dst)
+        return done
 
-    def op_unlink(self, slot: str) -> str:
-        if self.rng.random() < 0.6:
-            self._close(slot)
-            self.both(f"unlink {slot}", lambda r: os.unlink(r / slot), self.drive, self.ref)
-            self.exists.discard(slot)
-            return f"unlink {slot}"
-        # Unlink while open: the fds still reach the orphaned file; write and read through
-        # them, then close — the file must stay gone (no resurrection by the seal or sync).
-        pair = self.open.pop(slot)
+    def _orphan_io(self, pair: _Pair, slot: str) -> str:
+        """Write, read back and maybe fsync through the fds of a file that lost its name, then
+        close them: the data must read back, and the old name must not come back."""
         try:
-            self.both(f"unlink {slot} (open)", lambda r: os.unlink(r / slot), self.drive, self.ref)
-            self.exists.discard(slot)
             off = self.rng.randint(0, os.fstat(pair.ref).st_size + 64 * KiB)
             data = _data(self.rng, self.rng.randint(1, 256 * KiB))
             self.both(
@@ -299,7 +303,23 @@ class FsxRun:
                 self.both(f"fsync unlinked {slot}", os.fsync, pair.drive, pair.ref)
         finally:
             pair.close()
-        return f"unlink {slot} while open, write off={off} len={len(data)}, close"
+        return f"write off={off} len={len(data)} to the orphan, close"
+
+    def op_unlink(self, slot: str) -> str:
+        if self.rng.random() < 0.6:
+            self._close(slot)
+            self.both(f"unlink {slot}", lambda r: os.unlink(r / slot), self.drive, self.ref)
+            self.exists.discard(slot)
+            return f"unlink {slot}"
+        # Unlink while open: the fds still reach the orphaned file.
+        pair = self.open.pop(slot)
+        try:
+            self.both(f"unlink {slot} (open)", lambda r: os.unlink(r / slot), self.drive, self.ref)
+        except FsxMismatch:
+            pair.close()
+            raise
+        self.exists.discard(slot)
+        return f"unlink {slot} while open, " + self._orphan_io(pair, slot)
 
     def op_chmod(self, slot: str) -> str:
         mode = self.rng.choice(MODES)
