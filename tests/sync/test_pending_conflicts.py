@@ -9,12 +9,11 @@ run with ``CAIRN_SYNC_PENDING=1``."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 
 import pytest
 
-from tests.support.drive import wait_until
+from tests.sync.test_conflicts import DEADLINE, copy_re, names, offline_then_reconnect
 from tests.sync.tree import converge, digests, sha, write_file
 
 pytestmark = [
@@ -24,29 +23,6 @@ pytestmark = [
         os.environ.get("CAIRN_SYNC_PENDING") != "1", reason="issue 5 behaviour not built yet"
     ),
 ]
-
-DEADLINE = 40
-
-
-def copy_re(stem: str, ext: str) -> re.Pattern[str]:
-    return re.compile(
-        rf"^{re.escape(stem)} \(conflicted copy (A|B) \d{{4}}-\d{{2}}-\d{{2}} \d{{6}}\)"
-        rf"{re.escape(ext)}$"
-    )
-
-
-def offline_then_reconnect(proxy, a, b, change_a, change_b):  # type: ignore[no-untyped-def]
-    """Cut both devices off, wait until both know it, apply the changes, reconnect."""
-    proxy.cut()
-    for d in (a, b):
-        wait_until(lambda d=d: "reachable: no" in d.status(), 30, f"{d.name} sees the cut")
-    change_a()
-    change_b()
-    proxy.restore()
-
-
-def names(snap):  # type: ignore[no-untyped-def]
-    return sorted(snap)
 
 
 def test_edit_edit(sync_devices, proxy) -> None:
@@ -89,33 +65,6 @@ def test_delete_delete(sync_devices, proxy) -> None:
     assert names(snap) == ["keep.txt"]
     for d in (a, b):  # deleting what is already deleted is not a conflict to park
         assert not (d.state / "parked.jsonl").exists(), (d.state / "parked.jsonl").read_text()
-
-
-def test_rename_edit_both_apply(sync_devices, proxy) -> None:
-    a, b = sync_devices("A"), sync_devices("B")
-    write_file(a.mnt / "doc.txt", b"base\n")
-    converge([a, b], DEADLINE)
-    vb = b"edited on B\n"
-    offline_then_reconnect(
-        proxy, a, b, lambda: os.rename(a.mnt / "doc.txt", a.mnt / "moved.txt"),
-        lambda: write_file(b.mnt / "doc.txt", vb),
-    )  # fmt: skip
-    snap = converge([a, b], DEADLINE, "after rename/edit")
-    assert names(snap) == ["moved.txt"]
-    assert (a.mnt / "moved.txt").read_bytes() == vb
-
-
-def test_rename_rename_one_wins(sync_devices, proxy) -> None:
-    a, b = sync_devices("A"), sync_devices("B")
-    write_file(a.mnt / "doc.txt", b"base\n")
-    converge([a, b], DEADLINE)
-    offline_then_reconnect(
-        proxy, a, b, lambda: os.rename(a.mnt / "doc.txt", a.mnt / "by-a.txt"),
-        lambda: os.rename(b.mnt / "doc.txt", b.mnt / "by-b.txt"),
-    )  # fmt: skip
-    snap = converge([a, b], DEADLINE, "after rename/rename")
-    assert names(snap) in (["by-a.txt"], ["by-b.txt"]), names(snap)
-    assert digests(snap) == {sha(b"base\n")}
 
 
 def test_create_create_same_name(sync_devices, proxy) -> None:
