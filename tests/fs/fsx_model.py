@@ -366,9 +366,16 @@ class FsxRun:
         for d in DIRS:
             self.both(f"mkdir {d}", lambda r, d=d: os.mkdir(r / d, 0o755), self.drive, self.ref)
 
-    def run(self, max_ops: int, deadline_s: float, full_check_every: int = 50) -> int:
+    def run(
+        self,
+        max_ops: int,
+        deadline_s: float,
+        full_check_every: int = 50,
+        on_full_check: Callable[[], None] | None = None,
+    ) -> int:
         """Run up to ``max_ops`` operations or until ``deadline_s`` seconds have passed; leaves
-        every file closed. Returns the number of operations done."""
+        every file closed. Returns the number of operations done. ``on_full_check`` runs after
+        each periodic whole-tree comparison (e.g. to read the tree on another device)."""
         end = time.monotonic() + deadline_s
         log = open(self.log_path, "w", buffering=1) if self.log_path else None  # noqa: SIM115
         try:
@@ -390,6 +397,8 @@ class FsxRun:
                 self.check_names()
                 if self.step % full_check_every == 0:
                     self.check_all()
+                    if on_full_check is not None:
+                        on_full_check()
         finally:
             for slot in list(self.open):
                 self._close(slot)

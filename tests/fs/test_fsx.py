@@ -73,13 +73,13 @@ def _converge(mnt: Path, want: dict, deadline_s: float, what: str, seed: int) ->
         delay = min(delay * 1.5, 1.0)
 
 
-def _run_sequence(a: Device, ref_dir: Path, tmp_path: Path, seed: int) -> dict:
+def _run_sequence(a: Device, ref_dir: Path, tmp_path: Path, seed: int, on_full_check=None) -> dict:
     """The seeded sequence on device ``a`` and the reference; returns the reference tree."""
     max_ops = int(os.environ.get("CAIRN_FSX_OPS", "400"))
     seconds = float(os.environ.get("CAIRN_FSX_SECONDS", "120"))
     run = FsxRun(a.mnt, ref_dir, seed, log_path=tmp_path / f"fsx-ops-{seed}.log")
     run.setup()
-    done = run.run(max_ops, seconds)
+    done = run.run(max_ops, seconds, on_full_check=on_full_check)
     print(f"fsx seed={seed}: {done} operations {sorted(run.counts.items())}")
     assert done >= min(max_ops, MIN_OPS), (
         f"fsx seed={seed}: only {done} operations in {seconds:g} s"
@@ -111,5 +111,14 @@ def test_fsx_observer_device_converges(devices, ref_dir: Path, tmp_path: Path) -
     b: Device = devices("B")
     a.mount()
     b.mount()  # mounted throughout: pulls A's changes while they happen
-    want = _run_sequence(a, ref_dir, tmp_path, seed)
+
+    def read_on_b() -> None:
+        # B reads every file now and then, so its kernel caches hold pages and attributes
+        # that A's later changes make stale: B must invalidate them when it pulls.
+        try:
+            tree(b.mnt)
+        except OSError:
+            pass  # a name that B's pull renamed or removed mid-walk; the end result decides
+
+    want = _run_sequence(a, ref_dir, tmp_path, seed, on_full_check=read_on_b)
     _converge(b.mnt, want, CONVERGE_DEADLINE_S, "a device mounted during the sequence", seed)
