@@ -164,14 +164,15 @@ class FuseProcess(System):
             raise BenchError(f"{e}: {_tail(self.log)}") from None
         self.root = self.mnt
 
-    def unmount(self) -> None:
+    def unmount(self, grace_s: float = MOUNT_DEADLINE_S) -> None:
+        """Unmount, give the process ``grace_s`` to exit on its own, then stop it by pid."""
         if os.path.ismount(self.mnt):
             r = subprocess.run(["fusermount3", "-u", self.mnt], capture_output=True, timeout=60)
             if r.returncode != 0:
                 lazy_unmount(self.mnt)
         if self.proc is not None:
             try:
-                self.proc.wait(timeout=MOUNT_DEADLINE_S)
+                self.proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
                 stop_process(self.proc)
             self.proc = None
@@ -181,8 +182,10 @@ class FuseProcess(System):
         self.mount()
 
     def stop(self) -> None:
+        # Cleanup (also after Ctrl-C): rclone lingers after an unmount while it still has
+        # uploads in flight, so do not wait the full deadline for it.
         try:
-            self.unmount()
+            self.unmount(grace_s=5.0)
         finally:
             if self.proc is not None:
                 stop_process(self.proc)
@@ -337,15 +340,15 @@ class Cairn(System):
             raise BenchError(f"cairn mount: no pid in mount.json ({e})") from None
         self.root = self.mnt
 
-    def unmount(self) -> None:
-        # `cairn unmount` seals open files, waits for the outbox to drain, and waits for the
-        # mount process to exit.
+    def unmount(self, drain_s: float = UPLOAD_DEADLINE_S) -> None:
+        # `cairn unmount` seals open files, waits (up to drain_s) for the outbox to drain, and
+        # waits for the mount process to exit.
         if os.path.ismount(self.mnt):
             _run(
                 [self.cairn, "unmount", self.mnt, "--state", self.state,
-                 "--timeout", str(int(UPLOAD_DEADLINE_S))],
+                 "--timeout", str(int(drain_s))],
                 "cairn unmount",
-                timeout=UPLOAD_DEADLINE_S + 60,
+                timeout=drain_s + 60,
             )  # fmt: skip
         self.mount_pid = None
 
@@ -365,7 +368,7 @@ class Cairn(System):
 
     def stop(self) -> None:
         try:
-            self.unmount()
+            self.unmount(drain_s=30.0)  # the server goes away next: no point waiting longer
         finally:
             if self.mount_pid is not None:
                 stop_pid(self.mount_pid)
