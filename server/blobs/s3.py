@@ -14,6 +14,7 @@ botocore / network failure becomes ``BlobStoreError``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,10 +27,12 @@ import botocore.exceptions
 from .base import BlobNotFound, BlobStore, BlobStoreError, check_id
 
 T = TypeVar("T")
+log = logging.getLogger("cairn.server.blobs")
 
 _HEX_ID = re.compile(r"^[0-9a-f]{64}$")
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 _ALREADY_STORED_CODES = {"PreconditionFailed", "412"}
+_NO_CONDITIONAL_CODES = {"NotImplemented", "501"}
 _LIST_PAGE = 1000
 
 
@@ -55,6 +58,7 @@ class S3BlobStore(BlobStore):
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix
+        self._conditional = True  # use If-None-Match until the store says it cannot
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blobs-s3")
         config = botocore.config.Config(
             region_name=region,
@@ -89,11 +93,22 @@ class S3BlobStore(BlobStore):
         # overwrite racing a reader gains nothing. 412 "already there" means the very same
         # bytes are stored: success. 409 (another conditional put of this key is in flight
         # and may yet fail) is left an error, so the retry wrapper asks again.
+        if not self._conditional:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=data)
+            return
         try:
             self._client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")
         except botocore.exceptions.ClientError as e:
             code = str(e.response.get("Error", {}).get("Code", ""))
-            if code not in _ALREADY_STORED_CODES:
+            if code in _NO_CONDITIONAL_CODES:
+                # An S3-compatible store without conditional writes: plain (overwriting)
+                # puts of identical bytes are still correct, just not overwrite-free.
+                log.info(
+                    "bucket %r refuses If-None-Match (%s); using plain puts", self.bucket, code
+                )
+                self._conditional = False
+                self._client.put_object(Bucket=self.bucket, Key=key, Body=data)
+            elif code not in _ALREADY_STORED_CODES:
                 raise
 
     def _get(self, key: str) -> bytes:
