@@ -8,6 +8,7 @@ import pytest
 
 from cairn.server.blobs import BlobStoreError, S3BlobStore, open_blobstore
 from cairn.server.blobs import s3 as s3mod
+from tests.support.s3 import MotoS3
 
 pytestmark = pytest.mark.anyio
 
@@ -65,3 +66,19 @@ async def test_missing_bucket_is_blob_store_error(moto_s3) -> None:
             await store.put(os.urandom(32), b"x")
     finally:
         await store.close()
+
+
+async def test_store_without_conditional_puts_falls_back_to_plain_puts(s3_bucket) -> None:
+    plain = MotoS3(conditional_puts=False)  # shares moto's state, so s3_bucket exists here
+    plain.start()
+    store = open_blobstore(plain.blob_config(s3_bucket))
+    try:
+        first, second = os.urandom(32), os.urandom(32)
+        await store.put(first, b"one")  # refused as conditional, then stored plainly
+        await store.put(second, b"two")
+        await store.put(first, b"one")  # idempotent without the condition too
+        assert await store.get(first) == b"one" and await store.get(second) == b"two"
+        assert sorted([c async for c in store.iter_ids()]) == sorted([first, second])
+    finally:
+        await store.close()
+        plain.stop()

@@ -31,11 +31,43 @@ class _QuietHandler(WSGIRequestHandler):
         pass  # one line per request would drown the test output
 
 
-class MotoS3:
-    """moto S3 in a thread; ``start``/``stop`` may be repeated and keep the port."""
+_NOT_IMPLEMENTED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NotImplemented</Code><Message>'
+    b"A header you provided implies functionality that is not implemented</Message></Error>"
+)
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+
+def _without_conditional_puts(app: Any) -> Any:
+    """WSGI wrapper: answer 501 NotImplemented to a PUT with If-None-Match, as S3-compatible
+    stores without conditional writes do; everything else reaches moto unchanged."""
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ["REQUEST_METHOD"] == "PUT" and environ.get("HTTP_IF_NONE_MATCH"):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            environ["wsgi.input"].read(length)  # drain: the connection is kept alive
+            start_response(
+                "501 Not Implemented",
+                [
+                    ("Content-Type", "application/xml"),
+                    ("Content-Length", str(len(_NOT_IMPLEMENTED))),
+                ],
+            )
+            return [_NOT_IMPLEMENTED]
+        return app(environ, start_response)
+
+    return wrapped
+
+
+class MotoS3:
+    """moto S3 in a thread; ``start``/``stop`` may be repeated and keep the port.
+
+    ``conditional_puts=False`` makes it refuse ``If-None-Match`` puts with 501, like an
+    S3-compatible store without conditional writes. Servers in one process share moto's
+    state (buckets and objects)."""
+
+    def __init__(self, host: str = "127.0.0.1", *, conditional_puts: bool = True) -> None:
         self.host = host
+        self.conditional_puts = conditional_puts
         self.port = 0  # chosen by the kernel on the first start, then kept
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -52,6 +84,8 @@ class MotoS3:
         if self._server is not None:
             return
         app = DomainDispatcherApplication(create_backend_app)
+        if not self.conditional_puts:
+            app = _without_conditional_puts(app)
         # make_server binds in this thread, so a bind error raises here instead of hanging.
         self._server = make_server(
             self.host, self.port, app, threaded=True, request_handler=_QuietHandler
