@@ -15,28 +15,17 @@ cairn_system_packages() {
   fi
 }
 
-# cairn_venv [EXTRAS] : create .venv (or $CAIRN_VENV) and install the project into it,
-# again only when pyproject.toml changed; puts the venv's bin first on PATH.
+# cairn_venv [EXTRAS] : create .venv (or $CAIRN_VENV) and install the project into it
+# (editable, with the comma-separated extras), again only when pyproject.toml is newer than
+# the install; puts the venv's bin first on PATH.
 cairn_venv() {
-  local extras=${1:-}
-  local py=${PYTHON:-python3} venv=${CAIRN_VENV:-.venv}
+  local extras=${1:-} py=${PYTHON:-python3} venv=${CAIRN_VENV:-.venv}
   if [ ! -x "$venv/bin/python" ]; then
     echo "== creating virtual environment $venv"
     "$py" -m venv "$venv"
   fi
-  # test.sh stamps a full install (test + dev extras) as .cairn-installed; a plain install
-  # is stamped separately so neither hides the other.
-  local full="$venv/.cairn-installed" stamp="$venv/.cairn-installed${extras:+-$extras}"
-  [ -z "$extras" ] && stamp="$venv/.cairn-base-installed"
-  local fresh=""
-  for s in "$stamp" "$full"; do
-    if [ -f "$s" ] && [ ! pyproject.toml -nt "$s" ] && [ -x "$venv/bin/cairn" ]; then fresh=1; fi
-  done
-  if [ -z "$fresh" ] && [ ! -e "$stamp" ] && [ -x "$venv/bin/cairn" ] && [ -x "$venv/bin/cairn-server" ] \
-    && "$venv/bin/python" -c "import cairn.fs.cli, cairn.server.cli" 2>/dev/null; then
-    fresh=1 && touch "$stamp"  # installed by other means (an editable install already in place)
-  fi
-  if [ -z "$fresh" ]; then
+  local stamp="$venv/.cairn-installed${extras:+-${extras//,/-}}"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "== installing cairn${extras:+ with extras $extras}"
     "$venv/bin/pip" install -q --upgrade pip
     "$venv/bin/pip" install -q -e ".${extras:+[$extras]}"
