@@ -12,7 +12,12 @@ What it does, for each database (``--db sqlite``, ``postgres`` or ``both``):
    small files (chunks uploaded first), and reports ready.
 3. On "go", every device runs the mix for ``--seconds``: list children, stat a node, poll the
    changes feed, query missing chunks, and commit small batches (1-4 creates/updates of small
-   files whose chunks it uploads first, ``PUT chunks/{id}``, counted as ``upload``).
+   files). This is issue 3's *metadata* mix: a committed file's blocklist picks from the pool
+   of chunks the device uploaded for its user during set-up (``--pool`` per device), so no
+   chunk body is sent during the measured run. Chunk uploads (``PUT chunks/{id}``) are
+   chunk-store traffic; ``--uploads W`` adds them as a separate workload (weight W in the
+   mix, each a fresh 256 B-4 KiB chunk, reported as ``upload`` and outside the metadata
+   total).
    ``--rate 0`` (default) is a closed loop: each device sends its next request as soon as the
    previous one answered (maximum throughput). ``--rate R`` is an open loop at R requests per
    second in total; latency is measured from each request's *scheduled* time, so a slow server
@@ -51,9 +56,10 @@ from _common import BenchError, fmt, stop_process, table, wait_until  # noqa: E4
 VENV_BIN = Path(sys.executable).parent
 PASSWORD = "load-bench-password"
 OPS = ("list", "stat", "changes", "missing", "commit", "upload")
-# Relative weights of the requests a device chooses (an upload precedes each new content).
-# Reads dominate a sync service: devices poll the feed, stat and list far more often than
-# they commit. Each commit carries 1-4 creates/updates, each preceded by one chunk upload.
+METADATA_OPS = ("list", "stat", "changes", "missing", "commit")
+# Relative weights of the requests a device chooses. Reads dominate a sync service: devices
+# poll the feed, stat and list far more often than they commit. Each commit carries 1-4
+# creates/updates whose blocklists reference chunks already uploaded (the pool).
 MIX = {"list": 22, "stat": 30, "changes": 25, "missing": 15, "commit": 8}
 
 
@@ -74,6 +80,7 @@ class Device:
         self.dedupe_key = b""
         self.files: dict[str, int] = {}  # node id -> rev
         self.chunks: list[str] = []  # ids this device uploaded
+        self.pool: list[tuple[str, int]] = []  # (id, plain size) uploaded for its user
         self.cursor = ""
         self.seq = 0
 
@@ -133,9 +140,12 @@ class Worker:
             t0=t0,
         )
         dev.chunks.append(cid)
+        dev.pool.append((cid, size))
         return cid, size
 
-    async def seed(self, dev: Device, nfiles: int) -> None:
+    async def seed(self, dev: Device, nfiles: int, pool: int) -> None:
+        for _ in range(pool):  # the chunk pool that measured commits reference
+            await self.upload(dev)
         dev.dir = os.urandom(16).hex()
         ops: list[dict[str, Any]] = [
             {
@@ -149,7 +159,7 @@ class Worker:
             }
         ]
         for i in range(nfiles):
-            cid, size = await self.upload(dev)
+            cid, size = dev.pool[i % len(dev.pool)] if dev.pool else await self.upload(dev)
             node = os.urandom(16).hex()
             ops.append(
                 {
@@ -201,12 +211,13 @@ class Worker:
             known = rng.sample(dev.chunks, min(5, len(dev.chunks)))
             fresh = [os.urandom(32).hex() for _ in range(5)]
             await self.call(dev, op, "POST", "/chunks/missing", json={"ids": known + fresh}, t0=t0)
-        else:  # commit: 1-4 creates/updates of small files, chunk uploaded first
+        elif op == "upload":  # chunk-store workload (--uploads), not part of the metadata mix
+            await self.upload(dev, t0=t0)
+        else:  # commit: 1-4 creates/updates of small files whose chunks are in the pool
             ops = []
             touched: set[str] = set()
-            for i in range(rng.randint(1, 4)):
-                # the first upload carries the scheduled time, so open-loop lateness counts
-                cid, size = await self.upload(dev, t0=t0 if i == 0 else None)
+            for _ in range(rng.randint(1, 4)):
+                cid, size = rng.choice(dev.pool)
                 dev.seq += 1
                 op_id = f"{dev.name}-{dev.seq}"
                 # an update of a node already in this batch would carry a stale base_rev
@@ -238,7 +249,7 @@ class Worker:
                             "blocklist": [[cid, size]],
                         }
                     )
-            await self.commit(dev, ops)  # latency of the commit request itself
+            await self.commit(dev, ops, t0=t0)
 
     async def run_device(self, dev: Device, end: float, interval: float) -> None:
         mix = self.spec["mix"]
@@ -279,7 +290,7 @@ class Worker:
             async def prepare(dev: Device) -> None:
                 async with sem:
                     await self.login(dev)
-                    await self.seed(dev, spec["seed_files"])
+                    await self.seed(dev, spec["seed_files"], spec["pool"])
 
             await asyncio.gather(*(prepare(d) for d in devs))
             # initial full listing, not measured: devices start from an up-to-date cursor
@@ -465,7 +476,8 @@ def summarize(results: list[dict[str, Any]], seconds: float) -> tuple[str, dict[
     everything: list[float] = []
     for op in OPS:
         vals = sorted(lat.get(op, []))
-        everything.extend(vals)
+        if op in METADATA_OPS:
+            everything.extend(vals)
         if not vals:
             continue
         qps = len(vals) / wall
@@ -475,7 +487,7 @@ def summarize(results: list[dict[str, Any]], seconds: float) -> tuple[str, dict[
     everything.sort()
     total_qps = len(everything) / wall
     p50, p99 = percentile(everything, 0.5) * 1000, percentile(everything, 0.99) * 1000
-    rows.append(["ALL", str(len(everything)), fmt(total_qps), fmt(p50, 1), fmt(p99, 1)])
+    rows.append(["ALL metadata", str(len(everything)), fmt(total_qps), fmt(p50, 1), fmt(p99, 1)])
     figures["all"] = {"qps": total_qps, "p50_ms": p50, "p99_ms": p99}
     text = table(["operation", "requests", "QPS", "p50 ms", "p99 ms"], rows)
     if errors:
@@ -606,6 +618,7 @@ def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
                 "rate": args.rate / args.procs,
                 "connections": args.connections,
                 "seed_files": args.seed_files,
+                "pool": args.pool,
                 "seed": f"{args.seed}-{p}",
                 "mix": args.mix,
             }
@@ -691,7 +704,14 @@ def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
             + f", everything else on the machine {pct(others)}; load average "
             f"{os.getloadavg()[0]:.1f}"
         )
+        nreq = sum(len(v) for r in results for v in r["lat"].values())
+        per_k = 1000 * server_cpu / nreq if nreq else float("nan")
+        cpu_line += (
+            f"\nserver CPU per 1,000 requests (all operations, {nreq}): {per_k:.3f} s "
+            f"(ceiling at one full core: {1000 / per_k if nreq else 0:.0f} req/s)"
+        )
         figures["cpu"] = {
+            "server_s_per_1000": per_k,
             "server_pct": 100 * server_cpu / wall,
             "load_pct": 100 * load_cpu / wall,
             "postgres_pct": 100 * pg_cpu / wall,
@@ -754,6 +774,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed-files", type=int, default=20, help="files each device starts with")
     ap.add_argument("--seed", default="1")
     ap.add_argument(
+        "--pool", type=int, default=20, help="chunks each device uploads at set-up for commits"
+    )
+    ap.add_argument(
+        "--uploads",
+        type=float,
+        default=0.0,
+        help="weight of standalone chunk uploads in the mix (0: metadata only)",
+    )
+    ap.add_argument(
         "--mix",
         default=",".join(f"{k}={v}" for k, v in MIX.items()),
         help="relative weights, e.g. list=20,stat=25,changes=25,missing=12,commit=18",
@@ -782,6 +811,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"server_load: --mix: {e}", file=sys.stderr)
         return 2
+    if args.uploads < 0 or args.pool < 1:
+        print("server_load: --uploads must be >= 0 and --pool >= 1", file=sys.stderr)
+        return 2
+    if args.uploads:
+        args.mix["upload"] = args.uploads
     dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     figures = {}
     try:
