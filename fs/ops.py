@@ -114,7 +114,7 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
 
     def __init__(self, store: Store, cache: ChunkCache, source: ChunkSource, *,
                  dedupe_key: bytes | str, staging_dir: Path | str | None = None, params: Params = DEFAULT,
-                 entry_timeout: float = 1.0, attr_timeout: float = 1.0) -> None:  # fmt: skip
+                 entry_timeout: float = 60.0, attr_timeout: float = 60.0) -> None:  # fmt: skip
         super().__init__()
         self.store = store
         self.cache = cache

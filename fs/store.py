@@ -204,19 +204,21 @@ class Txn:
 
     def commit(self, *, sync: bool = False) -> None:
         """Write everything staged as one WriteBatch (WAL synced when ``sync``)."""
-        self._s._write(self._w, sync)
-        for _, nid in self._ops:
-            self._s._pending[nid] = self._s._pending.get(nid, 0) + 1
+        s = self._s
+        s._write(self._w, sync)
+        for seq, nid in self._ops:
+            s._queued.setdefault(nid, set()).add(seq)
+        s._outbox_count += len(self._ops) - len(self._done)
         for seq, nid in self._creates:
-            self._s._creates[nid] = seq
+            s._creates[nid] = seq
         for seq, nid in self._done:
-            if self._s._creates.get(nid) == seq:
-                del self._s._creates[nid]
-            left = self._s._pending.get(nid, 0) - 1
-            if left > 0:
-                self._s._pending[nid] = left
-            else:
-                self._s._pending.pop(nid, None)
+            if s._creates.get(nid) == seq:
+                del s._creates[nid]
+            left = s._queued.get(nid)
+            if left is not None:
+                left.discard(seq)
+                if not left:
+                    del s._queued[nid]
         self._w, self._ops, self._done, self._creates = {}, [], [], []
 
 
@@ -227,17 +229,21 @@ class Store:
         self.db = db
         self.path = path
         self.root_id = root_id
-        self._pending: dict[str, int] = {}  # node id -> queued ops
+        # node id -> seqs of its queued ops: the in-memory index of the outbox by node, so
+        # settling a node (outbox_done) touches only that node's ops, not the whole queue
+        self._queued: dict[str, set[int]] = {}
+        self._outbox_count = 0
         self._creates: dict[str, int] = {}  # node id -> seq of its queued create
         self._peeked_upto = 0
         self._next_seq = 1
         last = self._last_key(_O)
         if last is not None:
             self._next_seq = _U64.unpack(last[1:])[0] + 1
-        for e in self.outbox_peek(None):
-            self._pending[e.op.node] = self._pending.get(e.op.node, 0) + 1
-            if isinstance(e.op, wire.Create):
-                self._creates[e.op.node] = e.seq
+        for seq, obj in self._outbox_raw():
+            self._queued.setdefault(obj["node"], set()).add(seq)
+            self._outbox_count += 1
+            if obj["op"] == "create":
+                self._creates[obj["node"]] = seq
         # Highest seq any outbox_peek returned: ops up to it may be on their way to the
         # server and are never rewritten (see Txn.fold_into_create).
         self._peeked_upto = 0
@@ -363,12 +369,16 @@ class Store:
             self._peeked_upto = max(self._peeked_upto, out[-1].seq)
         return out
 
+    def _outbox_raw(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        for key, raw in self._scan(_O, _O):
+            yield _U64.unpack_from(key, 1)[0], json.loads(raw)
+
     def outbox_len(self) -> int:
-        return sum(1 for _ in self._scan(_O, _O))
+        return self._outbox_count
 
     def pending(self, node_id: str) -> bool:
         """True while ``node_id`` has ops in the outbox (local edits not yet pushed)."""
-        return node_id in self._pending
+        return node_id in self._queued
 
     def outbox_done(self, seqs: Iterable[int], revs: dict[str, int] | None = None) -> None:
         """Remove pushed ops and record the revisions the server gave (one synced batch).
@@ -398,11 +408,13 @@ class Store:
         if node is not None:
             node.base_rev = rev
             txn.put_node(node)
-        for key, raw in self._scan(_O, _O):
-            if txn.get(key) is None:
+        for seq in sorted(self._queued.get(node_id, ())):
+            key = _k(_O, seq)
+            raw = txn.get(key)
+            if raw is None:  # removed in this txn
                 continue
             obj = json.loads(raw)
-            if obj["node"] == node_id and obj["op"] in ("update", "unlink"):
+            if obj["op"] in ("update", "unlink"):
                 obj["base_rev"] = rev
                 txn.put(key, json.dumps(obj, separators=(",", ":")).encode())
 

@@ -137,3 +137,31 @@ def test_first_content_folds_into_an_unpeeked_create_only(tmp_path: Path) -> Non
     store.outbox_done([entry.seq], {a.id: 1})
     assert not store.txn().fold_into_create(a.id, bl, 101)  # no queued create any more
     store.close()
+
+
+def test_outbox_done_rebases_only_the_settled_nodes_ops_and_counts(tmp_path: Path) -> None:
+    """The per-node outbox index: settling one node rewrites that node's queued update and
+    unlink ops only, leaves other nodes' ops alone, and the count follows appends, removals
+    and a reopen."""
+    store = Store.open(tmp_path / "db", ROOT_ID)
+    nodes = [add_file(store, ROOT_INO, f"n{i}") for i in range(50)]
+    assert store.outbox_len() == 100
+    txn = store.txn()
+    target = nodes[7]
+    txn.outbox_append(wire.Unlink("x-" + target.id, target.id, store.root_id, "n7", 1))
+    txn.commit()
+    assert store.outbox_len() == 101
+    creates = {e.op.node: e.seq for e in store.outbox_peek(None) if e.op.op_id.startswith("c-")}
+    store.outbox_done([creates[target.id]], {target.id: 4})
+    by_id = {e.op.op_id: e.op for e in store.outbox_peek(None)}
+    assert by_id["u-" + target.id].base_rev == 4
+    assert by_id["x-" + target.id].base_rev == 4
+    assert all(by_id["u-" + n.id].base_rev == 0 for n in nodes if n is not target)
+    assert store.outbox_len() == 100
+    store.close()
+
+    store = Store.open(tmp_path / "db", ROOT_ID)
+    assert store.outbox_len() == 100 and store.pending(target.id)
+    store.outbox_done([e.seq for e in store.outbox_peek(None) if e.op.node == target.id])
+    assert store.outbox_len() == 98 and not store.pending(target.id)
+    assert all(store.pending(n.id) for n in nodes if n is not target)
