@@ -11,10 +11,14 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import accumulate
 
 from cairn.core.wire import Entry
+
+# A reader waits at most this long for another thread's load of the same chunk (a fetch
+# gives up well before), then loads it itself.
+LOAD_WAIT_S = 60.0
 
 
 class ExtentMap:
@@ -122,6 +126,40 @@ class PlainLRU:
         self._d: OrderedDict[bytes, bytes] = OrderedDict()
         self._used = 0
         self._lock = threading.Lock()
+        self._loading: dict[bytes, threading.Event] = {}  # chunks some thread is decoding
+
+    def get_or_load(self, cid: bytes, load: Callable[[], bytes]) -> bytes:
+        """The chunk from memory, else ``load()`` it (blocking; worker threads) and keep it.
+
+        Concurrent callers for the same chunk (a read catching up with its readahead) wait
+        for the one load in progress instead of decoding the chunk a second time; if that
+        load fails (or its result is evicted at once) they load it themselves.
+        """
+        with self._lock:
+            data = self._d.get(cid)
+            if data is not None:
+                self._d.move_to_end(cid)
+                return data
+            event = self._loading.get(cid)
+            mine = event is None
+            if event is None:
+                event = self._loading[cid] = threading.Event()
+        if not mine:
+            event.wait(LOAD_WAIT_S)
+            data = self.get(cid)
+            if data is not None:
+                return data
+            data = load()
+            self.put(cid, data)
+            return data
+        try:
+            data = load()
+            self.put(cid, data)
+            return data
+        finally:
+            with self._lock:
+                self._loading.pop(cid, None)
+            event.set()
 
     def get(self, cid: bytes) -> bytes | None:
         with self._lock:

@@ -42,7 +42,7 @@ from .store import Node, new_op_id
 
 log = logging.getLogger("cairn.fs.ops")
 MAX_BATCHES = 2
-MAX_READAHEAD = 2
+MAX_READAHEAD = 4
 # Up to this many bytes, the final cut and framing of a streamed file run on the trio thread
 # (~0.1 ms of CPU) instead of costing two worker-thread round trips: small files are common.
 INLINE_BYTES = 64 * 1024
@@ -79,12 +79,12 @@ class FileOps:
 
     def _get_chunk(self, cid: bytes) -> bytes:
         """Plaintext of a chunk: memory, cache, else the network. Worker threads only."""
-        data = self.mem.get(cid)
+        return self.mem.get_or_load(cid, lambda: self._load_chunk(cid))  # type: ignore[no-any-return]
+
+    def _load_chunk(self, cid: bytes) -> bytes:
+        data = self.cache.get(cid)
         if data is None:
-            data = self.cache.get(cid)
-            if data is None:
-                data = trio.from_thread.run(self._fetch, cid)
-            self.mem.put(cid, data)
+            data = trio.from_thread.run(self._fetch, cid)
         return data  # type: ignore[no-any-return]
 
     async def _fetch(self, cid: bytes) -> bytes:

@@ -280,11 +280,18 @@ class FileContent:
         return self.execute(self.plan(off, n), get_chunk)
 
 
+# zstd level for chunks framed while a file streams in. Level 1 compresses text-like data
+# about twice as fast as the format's default (3) for ~25% larger frames: sequential writes
+# are CPU-bound on a small machine, and the frame format lets any level decode.
+STREAM_LEVEL = 1
+
+
 def frame_chunks(chunks: list[bytes], dedupe_key: bytes, cache: ChunkCache) -> list[Entry]:
-    """Hash, frame and cache (dirty) each chunk; CPU-heavy, worker thread."""
+    """Hash, frame (zstd ``STREAM_LEVEL``) and cache (dirty) each chunk; CPU-heavy, worker
+    thread."""
     out: list[Entry] = []
     for data in chunks:
         cid = ids.chunk_id(dedupe_key, data)
-        cache.put(cid, data)
+        cache.put(cid, data, level=STREAM_LEVEL)
         out.append((cid, len(data)))
     return out
