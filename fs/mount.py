@@ -135,6 +135,7 @@ class Drive:
                 self.client,
                 ns=dev.home_ns,
                 parked_file=state.root / "parked.jsonl",
+                device=dev.device,
             )
             self.source = RemoteSource(self.client, self.agent)
             self.staging_dir = state.root / "staging"

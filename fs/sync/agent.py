@@ -52,6 +52,7 @@ class SyncAgent:
         ns: int,
         parked_file: Any,
         pull_interval: float = PULL_INTERVAL,
+        device: str = "device",
     ) -> None:
         self.store = store
         self.cache = cache
@@ -65,7 +66,7 @@ class SyncAgent:
         lock = trio.Lock()  # commit+settle vs. fetch+apply (see pusher.py)
         self.pusher = Pusher(
             store, client, self.uploader, ns=ns, parked_file=parked_file,
-            on_committed=self._clean, lock=lock,
+            on_committed=self._clean, lock=lock, device=device, on_applied=self._invalidate,
         )  # fmt: skip
         self.puller = Puller(store, client, self._invalidate, lock=lock)
         self._push_wake = trio.Event()
@@ -185,6 +186,7 @@ class SyncAgent:
             "last_sync": self.last_sync,
             "pending": self.pending(),
             "parked": self.pusher.parked,
+            "conflicts": [c.to_json() for c in self.pusher.resolver.recent],
             "cache_used": self.cache.used,
             "cache_limit": self.cache.limit,
             "cache_dirty": self.cache.dirty_bytes,

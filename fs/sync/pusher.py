@@ -14,10 +14,17 @@ One round (``push_once``) repeats until the outbox is empty:
    - ``missing_chunks``: stop here; everything before is done, this op and the rest are sent
      again next round after uploading (ops are idempotent by ``op_id``, so ops after it that
      the server applied simply return their stored result);
-   - ``conflict`` / ``error``: the op is *parked*: removed from the outbox and appended,
-     whole (blocklist included), to ``parked.jsonl`` in the state dir with the server's
-     answer; its chunks are not marked clean, so the local data stays in the cache. The
-     sync issue turns conflicts into conflicted copies; until then nothing is lost.
+   - ``conflict`` / ``error``: removed from the outbox and handed to the ``Resolver``
+     (``conflicts.py``), which makes conflicted copies / re-creates and takes the server's
+     side locally; what it cannot resolve is *parked*: appended, whole (blocklist
+     included), to ``parked.jsonl`` in the state dir with the server's answer, its chunks
+     left dirty in the cache, so nothing is lost.
+
+Before sending, ``coalesce`` folds a later ``update`` of a node into that node's earlier
+``create``/``update`` of the same batch (content is a whole blocklist, so only the last one
+matters): otherwise, when the first is refused as stale, the second — chained onto the
+revision the first would have made — could match the OTHER device's revision and silently
+replace it.
 
 Crash safety: nothing leaves the outbox before the server has answered for it, and
 ``outbox_done`` is one synced batch, so a kill at any point re-sends at most one batch, which
@@ -46,6 +53,7 @@ from cairn.core import wire
 
 from ..client import Client
 from ..statedir import write_private
+from .conflicts import Resolver
 from .uploader import Uploader
 
 log = logging.getLogger("cairn.fs.sync")
@@ -72,6 +80,30 @@ def chain_revs(ops: list[wire.Op]) -> list[wire.Op]:
     return out
 
 
+def coalesce(entries: list[Any]) -> tuple[list[Any], dict[int, list[int]]]:
+    """Fold each ``update`` into the same node's earlier ``create``/``update`` of the batch
+    (no ``unlink``/``link`` of that node in between). Returns the entries to send (with
+    merged ops) and, per kept entry seq, the seqs folded into it (done together with it)."""
+    out: list[Any] = []
+    folded: dict[int, list[int]] = {}
+    last: dict[str, int] = {}  # node -> index in out of its latest create/update
+    for e in entries:
+        op = e.op
+        if isinstance(op, (wire.Unlink, wire.Link)):
+            last.pop(op.node, None)
+        if isinstance(op, wire.Update) and op.node in last:
+            i = last[op.node]
+            prev = out[i]
+            merged = dataclasses.replace(prev.op, blocklist=op.blocklist, mtime_ns=op.mtime_ns)
+            out[i] = dataclasses.replace(prev, op=merged)
+            folded.setdefault(prev.seq, []).append(e.seq)
+            continue
+        out.append(e)
+        if isinstance(op, (wire.Create, wire.Update)):
+            last[op.node] = len(out) - 1
+    return out, folded
+
+
 def chunk_ids(ops: list[wire.Op]) -> list[bytes]:
     """Distinct chunk ids named by the batch's blocklists, in first-use order."""
     seen: dict[bytes, None] = {}
@@ -93,6 +125,8 @@ class Pusher:
         parked_file: Path,
         on_committed: Callable[[list[bytes]], Awaitable[None]] | None = None,
         lock: trio.Lock | None = None,
+        device: str = "device",
+        on_applied: Callable[[Any], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -104,6 +138,9 @@ class Pusher:
         self.parked = 0
         self.committed = 0
         self._missing_streak: tuple[str, int] = ("", 0)
+        self.resolver = Resolver(
+            store, client, ns=ns, device=device, park=self._park, invalidate=on_applied
+        )
 
     async def _upload_missing(self, ids: list[bytes]) -> None:
         for i in range(0, len(ids), MISSING_BATCH):
@@ -133,13 +170,16 @@ class Pusher:
         entries = self._store.outbox_peek(BATCH)
         if not entries:
             return False
+        entries, folded = coalesce(entries)
         ops = chain_revs([e.op for e in entries])
         started = time.monotonic()
         up_chunks, up_bytes = self._uploader.uploaded_chunks, self._uploader.uploaded_bytes
         await self._upload_missing(chunk_ids(ops))
         async with self._lock:
             results = await self._client.commit(self._ns, [op.to_json() for op in ops])
-            clean, retry_missing = self._settle(entries, ops, results)
+            clean, retry_missing, refused = self._settle(entries, ops, results, folded)
+            if refused:
+                clean.extend(await self.resolver.resolve(refused))
         took = time.monotonic() - started
         up_bytes = self._uploader.uploaded_bytes - up_bytes
         log.info(
@@ -155,16 +195,25 @@ class Pusher:
         return True
 
     def _settle(
-        self, entries: list[Any], ops: list[wire.Op], results: list[dict[str, Any]]
-    ) -> tuple[list[bytes], list[bytes]]:
+        self,
+        entries: list[Any],
+        ops: list[wire.Op],
+        results: list[dict[str, Any]],
+        folded: dict[int, list[int]] | None = None,
+    ) -> tuple[list[bytes], list[bytes], list[tuple[wire.Op, dict[str, Any]]]]:
         """Record the results (no await: atomic with respect to the puller). Returns the
-        chunks that are now committed and those the server still wants."""
+        chunks that are now committed, those the server still wants, and the refused ops
+        (out of the outbox now, for the resolver)."""
+        folded = folded or {}
+        refused: list[tuple[wire.Op, dict[str, Any]]] = []
         done: list[int] = []
         revs: dict[str, int] = {}
         clean: list[bytes] = []
         retry_missing: list[bytes] = []
         for entry, op, res in zip(entries, ops, results, strict=True):
             status = res.get("status")
+            if status != "missing_chunks":
+                done.extend(folded.get(entry.seq, ()))
             if status == "applied":
                 done.append(entry.seq)
                 node = res.get("node") or {}
@@ -180,15 +229,16 @@ class Pusher:
                     # The server keeps asking for chunks we keep sending: do not spin.
                     self._park(op, res)
                     done.append(entry.seq)
+                    done.extend(folded.get(entry.seq, ()))
                     continue
                 retry_missing = [bytes.fromhex(m) for m in res.get("missing", [])]
                 break
             else:
-                self._park(op, res)
+                refused.append((op, res))
                 done.append(entry.seq)
         self._store.outbox_done(done, revs)
         self.committed += len(done)
-        return clean, retry_missing
+        return clean, retry_missing, refused
 
     async def push_once(self) -> None:
         """Push until the outbox is empty. Raises ``Unavailable`` (and other client errors)
