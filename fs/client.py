@@ -193,3 +193,15 @@ class Client:
     async def node(self, ns: int, node_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._json("GET", f"{API}/ns/{ns}/nodes/{node_id}")
         return result
+
+    async def children(
+        self, ns: int, node_id: str, cursor: str | None = None, limit: int = 1000
+    ) -> dict[str, Any]:
+        """One page of a directory's children: ``{"entries": [{"name", "node"}], "cursor",
+        "has_more"}`` (node objects without blocklist)."""
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        path = f"{API}/ns/{ns}/nodes/{node_id}/children"
+        result: dict[str, Any] = await self._json("GET", path, params=params)
+        return result

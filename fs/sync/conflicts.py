@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cairn.core import wire
+from cairn.core.errors import CairnError
 
 from ..client import Client
 from ..store import new_node_id, new_op_id
@@ -48,6 +49,7 @@ log = logging.getLogger("cairn.fs.sync")
 ROUNDS = 3  # fix-up commits per refused batch
 MAX_NAME = 255  # bytes, as the server and the kernel count them
 RECENT = 50  # conflicts remembered for `cairn status`
+RESTORE_MAX = 10_000  # nodes fetched back when a local delete of a directory is refused
 
 
 def copy_name(name: str, device: str, when: float | None = None, n: int = 0) -> str:
@@ -152,7 +154,33 @@ class Resolver:
                 return dataclasses.replace(op, op_id=new_op_id(), parent=parent, name=name)
             if isinstance(op, (wire.Unlink, wire.Setattr, wire.Rename)) and op.node not in made:
                 return None
+        if status == "error" and isinstance(op, wire.Unlink):
+            return "restore"  # directory_not_empty: the other device added something in it
         return "park"
+
+    async def _restore(self, node_id: str) -> list[wire.Node]:
+        """The server's subtree under ``node_id`` (parents first, files with blocklists),
+        at most ``RESTORE_MAX`` nodes: a directory this device deleted while another
+        device added to it comes back with what is still in it."""
+        out = [wire.Node.from_json(await self._client.node(self._ns, node_id))]
+        queue = [node_id] if out[0].type == "dir" else []
+        while queue and len(out) < RESTORE_MAX:
+            parent = queue.pop(0)
+            cursor: str | None = None
+            for _ in range(RESTORE_MAX):
+                page = await self._client.children(self._ns, parent, cursor)
+                for e in page.get("entries", []):
+                    child = e["node"]
+                    if child.get("type") == "file":
+                        child = await self._client.node(self._ns, child["id"])
+                    node = wire.Node.from_json(child)
+                    out.append(node)
+                    if node.type == "dir":
+                        queue.append(node.id)
+                cursor = page.get("cursor")
+                if not page.get("has_more") or len(out) >= RESTORE_MAX:
+                    break
+        return out
 
     # --- the round ------------------------------------------------------------------------
 
@@ -175,6 +203,14 @@ class Resolver:
                 plan = "park" if attempt == ROUNDS else self._plan(tried, res, made, attempt)
                 if plan == "park":
                     self._park(orig, res)
+                elif plan == "restore":
+                    try:
+                        apply.extend(await self._restore(orig.node))
+                    except (CairnError, KeyError, TypeError) as e:
+                        log.error("cannot fetch node %s back from the server: %s", orig.node, e)
+                        self._park(orig, res)
+                        continue
+                    self._note(orig, res, "server's directory and what it holds kept")
                 elif plan is None:
                     self._note(orig, res, "server version kept")
                 else:
