@@ -82,6 +82,7 @@ from .cache import ChunkCache, ChunkSource
 from .durable import GroupSync
 from .errmap import NoAttribute, NotSupported, translate
 from .files import FileOps
+from .records import NODE_HEADER, TYPE_NAMES
 from .staging import FileContent
 from .store import ROOT_INO, Changes, Node, NodeAttrs, Store, new_op_id
 from .tree import TreeOps, check_child_name
@@ -89,6 +90,8 @@ from .tree import TreeOps, check_child_name
 log = logging.getLogger("cairn.fs.ops")
 
 _TYPE_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
+_TYPE_CODE_BITS = tuple(_TYPE_BITS[t] for t in TYPE_NAMES)  # by the record's type code
+_DIR_CODE = TYPE_NAMES.index("dir")
 
 
 def _now() -> int:
@@ -290,16 +293,42 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
 
         The offset of an entry is derived from its name (``store.name_cookie``), so listing
         can resume after any entry while others are created or deleted meanwhile.
+
+        Hot path (a 5,000-entry listing should take a few ms): one prefix iteration, the
+        record header unpacked here rather than through ``NodeAttrs``, and the entry
+        attributes built inline. Keep it equivalent to ``_attr``.
         """
-        for cookie, name, child in self.store.readdir(inode, start_id):
-            attrs = self.store.attrs(child)
-            if attrs is not None:
-                yield name.encode("utf-8", "surrogateescape"), self._attr(attrs), cookie
+        unpack = NODE_HEADER.unpack_from
+        files = self._files
+        entry_t, attr_t = self.entry_timeout, self.attr_timeout
+        for cookie, name, child, raw in self.store.listing(inode, start_id):
+            if child in files:  # open: size and mtime may be ahead of the record
+                attrs = self.store.attrs(child)
+                if attrs is not None:
+                    yield name, self._attr(attrs), cookie
+                continue
+            _, t, _, mode, uid, gid, mtime, ctime, size, _, alloc, links = unpack(raw)
+            a = pyfuse3.EntryAttributes()
+            a.st_ino = child
+            a.entry_timeout = entry_t
+            a.attr_timeout = attr_t
+            a.st_mode = _TYPE_CODE_BITS[t] | mode
+            a.st_nlink = 2 if t == _DIR_CODE else links
+            a.st_uid = uid
+            a.st_gid = gid
+            a.st_size = size
+            a.st_blksize = 131072
+            a.st_blocks = (alloc + 511) // 512
+            a.st_atime_ns = mtime
+            a.st_mtime_ns = mtime
+            a.st_ctime_ns = ctime if ctime > mtime else mtime
+            yield name, a, cookie
 
     @translate
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        reply = pyfuse3.readdir_reply
         for name, attr, nxt in self.readdir_entries(fh, start_id):
-            if not pyfuse3.readdir_reply(token, name, attr, nxt):
+            if not reply(token, name, attr, nxt):
                 break
 
     async def releasedir(self, fh: int) -> None:

@@ -44,6 +44,11 @@ def new_op_id() -> str:
 _TYPES = ("file", "dir", "symlink")
 _TYPE_CODE = {t: i for i, t in enumerate(_TYPES)}
 _NODE_HDR = struct.Struct(">BB16sIIIqqQQQI")
+# For hot paths that read the header themselves (readdir): the struct and the type names by
+# code. Fields: version, type code, node id, mode, uid, gid, mtime, ctime, size, base_rev,
+# alloc, link count.
+NODE_HEADER = _NODE_HDR
+TYPE_NAMES = _TYPES
 _NODE_V1 = 1
 
 

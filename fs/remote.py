@@ -9,7 +9,9 @@ An old name is removed only if its dirent still points at this node; a name held
 node moves to this one (that node's own newer entry comes later in the feed). Parents not
 seen yet get an ino at once (their record follows). Nodes with unpushed local edits
 (``store.pending``) are left alone and listed in ``Changes.kept_local``; a name held by such
-a node is not taken from it either (the sync layer resolves these as conflicts).
+a node is not taken from it either (the sync layer resolves these as conflicts). A node
+the feed repeats unchanged (the echo of this device's own push) only gets its revision:
+nothing is reported, so the kernel keeps its cached names and attributes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,18 @@ from collections.abc import Iterable
 
 from cairn.core import wire
 
-from .store import _CURSOR, Changes, Node, Store
+from .store import _CURSOR, Changes, Node, Store, Txn
+
+
+def _unchanged(txn: Txn, old: Node, rn: wire.Node, want: list[tuple[int, str]]) -> bool:
+    """True when ``rn`` says nothing new about ``old`` except (maybe) its revision."""
+    if (old.type, old.mode, old.mtime_ns, old.target) != (rn.type, rn.mode, rn.mtime_ns, rn.target):
+        return False
+    if old.type != "symlink" and old.size != rn.size:
+        return False
+    if old.xattrs != rn.xattrs or sorted(old.names) != sorted(want):
+        return False
+    return rn.type != "file" or rn.blocklist is None or txn.blocklist(old.ino) == rn.blocklist
 
 
 def apply_remote(store: Store, entries: Iterable[wire.Node], *, cursor: str | None = None,
@@ -44,9 +57,16 @@ def apply_remote(store: Store, entries: Iterable[wire.Node], *, cursor: str | No
                 ch.inodes.add(old.ino)
             continue
         ino = txn.map_ino(rn.id) if ino is None else ino
+        want = [(txn.map_ino(p), n) for p, n in rn.names]
+        if old is not None and _unchanged(txn, old, rn, want):
+            # the echo of our own push (or a repeat): only the revision is news; the kernel's
+            # caches are right, so nothing is reported for invalidation
+            if old.base_rev != rn.rev:
+                old.base_rev = rn.rev
+                txn.put_node(old)
+            continue
         now = time.time_ns()
         node = old or Node(ino, rn.id, rn.type, rn.mode, uid, gid, rn.mtime_ns, now)
-        want = [(txn.map_ino(p), n) for p, n in rn.names]
         for p, n in list(node.names):
             if (p, n) not in want:
                 txn.remove_name(node, p, n)

@@ -346,6 +346,21 @@ class Store:
             cookie = _U64.unpack_from(key, 9)[0]
             yield cookie, key[17:].decode("utf-8", "surrogateescape"), _U64.unpack(value)[0]
 
+    def listing(self, parent: int, after: int = 0) -> Iterator[tuple[int, bytes, int, bytes]]:
+        """``(cookie, raw name, child ino, child record)`` after ``after`` in cookie order —
+        readdir's fast path: one prefix iteration, names left as bytes, one point read per
+        child; children whose record is gone (a race with a delete) are skipped."""
+        prefix = _D + _U64.pack(parent)
+        get = self.db.get
+        unpack = _U64.unpack_from
+        for key, value in self.db.items(from_key=prefix + _U64.pack(after + 1)):
+            if not key.startswith(prefix):
+                return
+            ino = unpack(value)[0]
+            raw = get(_N + value)
+            if raw is not None:
+                yield unpack(key, 9)[0], key[17:], ino, raw
+
     def has_children(self, parent: int) -> bool:
         return next(self.readdir(parent), None) is not None
 

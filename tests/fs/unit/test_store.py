@@ -3,6 +3,7 @@ apply_remote corner cases (names held by other nodes, local pending names)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from cairn.core import wire
@@ -165,3 +166,26 @@ def test_outbox_done_rebases_only_the_settled_nodes_ops_and_counts(tmp_path: Pat
     store.outbox_done([e.seq for e in store.outbox_peek(None) if e.op.node == target.id])
     assert store.outbox_len() == 98 and not store.pending(target.id)
     assert all(store.pending(n.id) for n in nodes if n is not target)
+
+
+def test_apply_remote_echo_only_moves_the_revision(tmp_path: Path) -> None:
+    """The feed repeating what the store already holds (this device's own push coming back)
+    reports nothing to invalidate and keeps ctime; a real change still reports."""
+    store = Store.open(tmp_path / "db", ROOT_ID)
+    x = "4" * 32
+    ch = store.apply_remote([remote(x, [(ROOT_ID, "a")])])
+    xi = store.ino_of(x)
+    assert xi in ch.inodes and (ROOT_INO, "a") in ch.entries
+    before = store.node(xi)
+    ch = store.apply_remote([remote(x, [(ROOT_ID, "a")], 5)])
+    assert not ch.inodes and not ch.entries and not ch.content
+    after = store.node(xi)
+    assert after.base_rev == 5 and after.ctime_ns == before.ctime_ns
+    moved = dataclasses.replace(remote(x, [(ROOT_ID, "a")], 6), mode=0o640)
+    ch = store.apply_remote([moved])
+    assert ch.inodes == {xi} and store.node(xi).mode == 0o640
+    grown = dataclasses.replace(remote(x, [(ROOT_ID, "a")], 7), mode=0o640,
+                                blocklist=wire.Blocklist(((b"\3" * 32, 9),)), size=9)  # fmt: skip
+    ch = store.apply_remote([grown])
+    assert ch.content == {xi} and store.blocklist(xi) == grown.blocklist
+    store.close()
