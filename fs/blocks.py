@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left, bisect_right
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from itertools import accumulate
 
@@ -115,6 +115,54 @@ def merge_holes(entries: list[Entry]) -> list[Entry]:
         else:
             out.append((cid, n))
     return out
+
+
+class ByteQueue:
+    """Bytes appended at the end and dropped from the front, as a deque of the appended
+    buffers: appending and dropping never copy what is already held (a ``bytearray`` used
+    this way moves its whole content on most growths)."""
+
+    def __init__(self) -> None:
+        self._parts: deque[bytes] = deque()
+        self._head = 0  # bytes of _parts[0] already dropped
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        if len(data):
+            self._parts.append(data if type(data) is bytes else bytes(data))
+            self._len += len(data)
+
+    def drop(self, n: int) -> None:
+        """Forget the first ``n`` bytes (``n <= len``)."""
+        if n > self._len:
+            raise ValueError("drop beyond the end")
+        self._len -= n
+        n += self._head
+        while self._parts and n >= len(self._parts[0]):  # bounded by the part count
+            n -= len(self._parts.popleft())
+        self._head = n if self._parts else 0
+
+    def slice(self, start: int, stop: int) -> bytes:
+        """A copy of bytes ``[start, stop)`` (clipped to the held bytes)."""
+        stop = min(stop, self._len)
+        if start >= stop:
+            return b""
+        out: list[memoryview] = []
+        pos = -self._head  # offset of the current part's first byte
+        for part in self._parts:
+            end = pos + len(part)
+            if end > start:
+                out.append(memoryview(part)[max(start - pos, 0) : min(stop, end) - pos])
+            if end >= stop:
+                break
+            pos = end
+        return b"".join(out)
 
 
 class PlainLRU:

@@ -44,7 +44,7 @@ from cairn.core import ids
 from cairn.core.chunker import DEFAULT, Params, StreamChunker
 from cairn.core.wire import Entry
 
-from .blocks import BlockIndex, ExtentMap
+from .blocks import BlockIndex, ByteQueue, ExtentMap
 from .cache import ChunkCache
 
 GetChunk = Callable[[bytes], bytes]
@@ -76,7 +76,7 @@ class FileContent:
         self.size = size
         self.extents = ExtentMap()
         self.stream: StreamChunker | None = None
-        self.tail = bytearray()  # bytes [base_len, size) while streaming
+        self.tail = ByteQueue()  # bytes [base_len, size) while streaming
         self._fed = 0  # bytes of tail already handed to the stream chunker
         self.dirty = False
         self.mtime_ns: int | None = None  # set by writes; the node's mtime at seal
@@ -131,9 +131,9 @@ class FileContent:
         drained ``batches`` (their bytes are still in ``tail`` until installed)."""
         assert not self.batches
         if self.tail:
-            os.pwrite(self._staging_fd(), self.tail, self.base_len)
+            os.pwrite(self._staging_fd(), self.tail.slice(0, len(self.tail)), self.base_len)
             self.extents.add(self.base_len, self.base_len + len(self.tail))
-        self.tail = bytearray()
+        self.tail = ByteQueue()
         self._fed = 0
         self.stream = None
 
@@ -158,24 +158,24 @@ class FileContent:
         """Begin streaming at the end of the file; ``restart`` is the plaintext of
         ``restart_chunk()`` (trio thread)."""
         self.stream = StreamChunker(self.params)
-        self.tail = bytearray()
+        self.tail = ByteQueue()
         self._fed = 0
         if restart is not None:
             _, length = self.base.entries.pop()
             self.base.starts.pop()
             self.base_len -= length
-            self.tail += restart
+            self.tail.append(restart)
 
     def append(self, data: bytes) -> bool:
         """Add sequential bytes; True when enough is buffered that ``take_uncut`` should run."""
-        self.tail += data
+        self.tail.append(data)
         self.size += len(data)
         self.dirty = True
         return len(self.tail) - self._fed >= self.params.max_size
 
     def take_uncut(self) -> bytes:
         """The appended bytes not yet handed to the chunker (a copy; trio thread)."""
-        piece = bytes(self.tail[self._fed :])
+        piece = self.tail.slice(self._fed, len(self.tail))
         self._fed = len(self.tail)
         return piece
 
@@ -196,7 +196,7 @@ class FileContent:
             self.new_chunks.append(cid)  # type: ignore[arg-type]
             done += length
         self.base_len += done
-        del self.tail[:done]
+        self.tail.drop(done)
         self._fed -= done
 
     def end_stream(self) -> None:
@@ -252,7 +252,7 @@ class FileContent:
                 x = stop
             elif self.stream is not None:
                 t = x - self.base_len
-                out.append(("bytes", bytes(self.tail[t : t + lim - x])))
+                out.append(("bytes", self.tail.slice(t, t + lim - x)))
                 x = lim
             else:
                 out.append(("zero", lim - x))

@@ -1,16 +1,21 @@
 """The chunk cache: encrypted at rest, uploadable plain frames, LRU eviction that never drops
-dirty chunks, state that survives a reopen, corrupt entries dropped."""
+dirty chunks, state that survives a reopen, corrupt entries dropped; and the in-memory
+``ByteQueue`` (a streaming file's tail) and ``PlainLRU`` (decoded chunks, one load each)."""
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cairn.core import frame, ids
 from cairn.core.errors import NotFound
 from cairn.core.keys import DataKey
+from cairn.fs.blocks import ByteQueue, PlainLRU
 from cairn.fs.cache import ChunkCache
 from tests.fs.unit.helpers import DEDUPE
 
@@ -84,3 +89,63 @@ def test_corrupt_entry_is_dropped_not_returned(tmp_path: Path) -> None:
     path.write_bytes(bytes(raw))
     assert cache.get(cid) is None
     assert not cache.has(cid)
+
+
+# --- in-memory structures of the data path -------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 300)), max_size=40))
+def test_byte_queue_matches_a_bytearray(steps: list[tuple[bool, int]]) -> None:
+    q, model = ByteQueue(), bytearray()
+    for is_append, k in steps:
+        if is_append:
+            data = os.urandom(k)
+            q.append(data)
+            model += data
+        else:
+            k = min(k, len(model))
+            q.drop(k)
+            del model[:k]
+        assert len(q) == len(model)
+        assert q.slice(0, len(q)) == bytes(model)
+        for a, b in ((0, 1), (1, 7), (len(model) // 3, len(model) // 2 + 5), (5, 4)):
+            assert q.slice(a, b) == bytes(model[a:b])
+    with pytest.raises(ValueError):
+        q.drop(len(model) + 1)
+
+
+def test_plain_lru_loads_a_chunk_once_for_concurrent_readers() -> None:
+    lru = PlainLRU()
+    calls: list[int] = []
+    started, release = threading.Event(), threading.Event()
+
+    def load() -> bytes:
+        calls.append(1)
+        started.set()
+        assert release.wait(10)
+        return b"chunk"
+
+    results: list[bytes] = []
+    first = threading.Thread(target=lambda: results.append(lru.get_or_load(b"k", load)))
+    first.start()
+    assert started.wait(10)
+    second = threading.Thread(target=lambda: results.append(lru.get_or_load(b"k", load)))
+    second.start()
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert results == [b"chunk", b"chunk"]
+    assert len(calls) == 1
+
+
+def test_plain_lru_reader_loads_itself_after_a_failed_load() -> None:
+    lru = PlainLRU()
+
+    def bad() -> bytes:
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError):
+        lru.get_or_load(b"k", bad)
+    assert lru.get_or_load(b"k", lambda: b"ok") == b"ok"
+    assert lru.get(b"k") == b"ok"
