@@ -231,7 +231,8 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
         text = _name(name)
         ino = self.store.lookup(parent_inode, text)
         if ino is None:
-            self._dir(parent_inode)  # ENOTDIR / ENOENT for the parent itself
+            if self._stat(parent_inode).type != "dir":  # ENOENT for a missing parent
+                raise E.NotADirectory(f"inode {parent_inode} is not a directory")
             raise E.NotFound(f"{text!r} not found")
         return self._attr(self._stat(ino))
 
@@ -356,8 +357,8 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
 
     @translate
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
-        node = self._node(inode)
-        value = node.xattrs.get(_xname(name))
+        text = _xname(name)  # first: the kernel asks for security.capability on every write
+        value = self._node(inode).xattrs.get(text)
         if value is None:
             raise NoAttribute("no such attribute")
         return value
