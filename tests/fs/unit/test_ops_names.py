@@ -387,3 +387,34 @@ async def test_directory_times_move_with_its_entries(drive) -> None:
     did = drive.store.node(d).id
     # directory times are local only: nothing is queued for the directory itself
     assert [e.op.kind for e in drive.store.outbox_peek(None) if e.op.node == did] == ["mkdir"]
+
+
+_ATTR_FIELDS = ("st_ino", "st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_blocks",
+                "st_blksize", "st_atime_ns", "st_mtime_ns", "st_ctime_ns", "entry_timeout",
+                "attr_timeout")  # fmt: skip
+
+
+async def test_readdir_attributes_match_getattr_for_every_kind(drive) -> None:
+    """readdir builds attributes on its own fast path; they must equal getattr's, for files
+    (closed and open with unsealed writes), directories, symlinks and hard links, and every
+    one carries kernel cache timeouts."""
+    ops = drive.ops
+    d = (await ops.mkdir(ROOT_INO, b"d", 0o755, CTX)).st_ino
+    f = await create(ops, d, "file", b"x" * 5000, mode=0o640)
+    await ops.mkdir(d, b"sub", 0o700, CTX)
+    await ops.symlink(d, b"link", b"../somewhere", CTX)
+    await ops.link(f, d, b"hard", CTX)
+    fi, _ = await ops.create(d, b"open", 0o600, 0, CTX)
+    await ops.write(fi.fh, 0, b"y" * 3000)  # not sealed yet: size comes from the open file
+    try:
+        listed = {name: attr for name, attr, _ in ops.readdir_entries(d, 0)}
+        assert set(listed) == {b"file", b"sub", b"link", b"hard", b"open"}
+        for name, attr in listed.items():
+            want = await ops.lookup(d, name, CTX)
+            got = {k: getattr(attr, k) for k in _ATTR_FIELDS}
+            assert got == {k: getattr(want, k) for k in _ATTR_FIELDS}, name
+            assert attr.entry_timeout > 0 and attr.attr_timeout > 0
+        assert listed[b"open"].st_size == 3000 and listed[b"hard"].st_nlink == 2
+        assert stat.S_ISLNK(listed[b"link"].st_mode) and listed[b"link"].st_size == 12
+    finally:
+        await ops.release(fi.fh)
