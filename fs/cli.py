@@ -1,4 +1,4 @@
-"""The ``cairn`` command: login, mount, unmount, status.
+"""The ``cairn`` command: login, mount, unmount, status, sync.
 
 Contract: every failure the user can cause or meet (wrong password, server down, missing
 state dir, bad mountpoint, ...) ends as one line ``cairn: MESSAGE`` on stderr and a non-zero
@@ -214,6 +214,12 @@ def render_status(state: StateDir) -> str:
     )
     if info is not None:
         lines.append(f"last sync: {_when(st.get('last_sync'))}")
+        hints = st.get("hints")
+        if isinstance(hints, dict):
+            lines.append(
+                "hints:    "
+                + ("connected (websocket)" if hints.get("connected") else str(hints.get("mode")))
+            )
     pending = st.get("pending")
     if isinstance(pending, dict):
         lines.append(
@@ -233,6 +239,20 @@ def render_status(state: StateDir) -> str:
         lines.append(
             f"parked:   {parked} changes refused by the server (see {state.root}/parked.jsonl)"
         )
+    held = st.get("held_deletes")
+    if isinstance(held, dict):
+        lines.append(
+            f"deletes:  HELD: the server deletes {held.get('deletes')} of this device's "
+            f"{held.get('files')} files; run `cairn sync --confirm-deletes` to apply"
+        )
+    conflicts = st.get("conflicts") or []
+    if conflicts:
+        lines.append(f"conflicts: {len(conflicts)} resolved recently:")
+        for c in list(conflicts)[-5:]:  # type: ignore[misc]
+            lines.append(
+                f"  {_when(c.get('when'))}: {c.get('kind')} of node {str(c.get('node'))[:12]} "
+                f"({c.get('reason')}): {c.get('outcome')}"
+            )
     errs = st.get("errors") or []
     if errs:
         lines.append("recent errors:")
@@ -247,6 +267,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     state = _state(args)
     state.check()
     print(render_status(state))
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    state = _state(args)
+    state.check()
+    if state.mount_info() is None:
+        raise UsageError("the drive is not mounted (cairn sync talks to the running mount)")
+    answer = control.request(state.control_socket, "sync", confirm_deletes=args.confirm_deletes)
+    if args.confirm_deletes:
+        held = answer.get("held")
+        print("held deletions released" if held else "no deletions were held; syncing now")
+    else:
+        print("syncing now")
     return 0
 
 
@@ -284,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for pending uploads (default 60)",
     )
     s.set_defaults(func=cmd_unmount)
+
+    s = sub.add_parser("sync", help="push and pull now")
+    s.add_argument("--state", help=state_help)
+    s.add_argument(
+        "--confirm-deletes", action="store_true", help="apply a held mass deletion from the server"
+    )
+    s.set_defaults(func=cmd_sync)
 
     s = sub.add_parser("status", help="show the drive's state")
     s.add_argument("--state", help=state_help)

@@ -87,6 +87,7 @@ class Client:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.token = token
         headers = {"User-Agent": "cairn-drive/0.1"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -204,4 +205,15 @@ class Client:
             params["cursor"] = cursor
         path = f"{API}/ns/{ns}/nodes/{node_id}/children"
         result: dict[str, Any] = await self._json("GET", path, params=params)
+        return result
+
+    async def hints_poll(self, cursor: str | None, timeout_s: int = 30) -> dict[str, Any]:
+        """Long-poll for change hints: ``{"changed": bool, "ns": {ns: seq}}`` as soon as the
+        feed is past ``cursor`` or after ``timeout_s`` seconds (≤ 60)."""
+        params: dict[str, Any] = {"timeout": timeout_s}
+        if cursor:
+            params["cursor"] = cursor
+        result: dict[str, Any] = await self._json(
+            "GET", f"{API}/hints/poll", params=params, timeout=timeout_s + 15
+        )
         return result

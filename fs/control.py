@@ -5,6 +5,8 @@ one line, ``{"cmd": NAME, ...args}``; the mount answers one JSON object on one l
 Commands:
 
 - ``status`` → ``{"ok": true, "status": {...}}`` (see ``SyncAgent.status``);
+- ``sync`` ``{"confirm_deletes": bool}`` → pushes and pulls now; with ``confirm_deletes``
+  the held mass deletion (if any) is applied: ``{"ok": true, "held": bool | null}``;
 - ``drain`` ``{"timeout": S}`` → seals open files, then waits up to S seconds for the outbox
   to empty: ``{"ok": true, "drained": bool, "pending": N, "reason": TEXT}``;
 - ``stop`` → ``{"ok": true}``, then the mount unmounts itself and exits.

@@ -289,6 +289,12 @@ async def _serve(state: StateDir, drive, ready: _Ready) -> bool:  # type: ignore
         timeout = float(req.get("timeout_s", 60))
         return {"ok": True, **await drive.agent.drain(timeout, seal=drive.ops.seal_all)}
 
+    async def h_sync(req: dict) -> dict:  # type: ignore[type-arg]
+        held = drive.agent.confirm_deletes() if req.get("confirm_deletes") else None
+        drive.agent.wake()
+        drive.agent.wake_pull()
+        return {"ok": True, "held": held}
+
     async def h_stop(req: dict) -> dict:  # type: ignore[type-arg]
         # Answer first, then stop: the caller waits for our exit, not for this reply.
         nursery.start_soon(_later, stop)
@@ -298,7 +304,7 @@ async def _serve(state: StateDir, drive, ready: _Ready) -> bool:  # type: ignore
         await trio.lowlevel.checkpoint()
         fn()
 
-    handlers = {"status": h_status, "drain": h_drain, "stop": h_stop}
+    handlers = {"status": h_status, "drain": h_drain, "stop": h_stop, "sync": h_sync}
     async with trio.open_nursery() as nursery:
         nursery.start_soon(on_signals)
         await nursery.start(control.serve, state.control_socket, handlers)

@@ -2,9 +2,13 @@
 
 ``SyncAgent.run`` (started with ``nursery.start``) runs two loops until cancelled:
 
-- the **pusher loop** waits for ``wake()`` (the ops layer calls it after each seal) or a
-  short tick, then drains the outbox (``Pusher.push_once``) and pulls right after;
-- the **puller loop** pulls at start and every ``pull_interval`` seconds.
+- the **pusher loop** waits for ``wake()`` or a short tick (``PUSH_TICK``: a look at the
+  outbox that does not block folding), then drains the outbox (``Pusher.push_once``) and
+  pulls right after;
+- the **puller loop** pulls at start, whenever ``wake_pull()`` is called — by the hint
+  listener (``hints.py``: WebSocket, long-poll fallback) — and every ``pull_interval``
+  seconds as a safety net;
+- the **hint listener**.
 
 Both share one notion of *online*: any ``Unavailable`` marks the server unreachable and the
 loops back off (exponential with jitter, capped at a few seconds so a returning server is
@@ -12,8 +16,8 @@ noticed quickly); the first success marks it reachable again and wakes the pushe
 outbox drains on reconnect. While offline, ``RemoteSource.fetch`` fails at once instead of
 waiting for a connect timeout, so reading uncached data gives EIO quickly.
 
-Seams for the sync issue: hints (WebSocket) would call ``wake_pull()``; conflicts are
-parked by the pusher (see ``pusher.py``).
+Refused ops become conflicted copies (``conflicts.py``); a mass deletion from the server
+is held by the puller until ``confirm_deletes()``.
 """
 
 from __future__ import annotations
@@ -29,14 +33,15 @@ from cairn.core.errors import CairnError, NotFound, Unauthenticated, Unavailable
 
 from ..client import Client
 from .backoff import Backoff
+from .hints import HintListener
 from .puller import Puller
 from .pusher import Pusher
 from .uploader import Uploader
 
 log = logging.getLogger("cairn.fs.sync")
 
-PULL_INTERVAL = 2.0  # seconds between pulls while online (no hints yet)
-PUSH_TICK = 0.5  # the pusher also looks at the outbox this often, in case a wake was missed
+PULL_INTERVAL = 60.0  # safety pull; hints wake the puller at once
+PUSH_TICK = 0.05  # the pusher looks at the outbox this often (nothing calls wake() on a seal)
 OFFLINE_CAP = 4.0  # longest wait between reconnect attempts
 ME_INTERVAL = 30.0  # how often the quota shown by statfs is refreshed
 FETCH_RETRY_AFTER = 2.0  # while offline, fetches fail fast for this long after a failure
@@ -69,6 +74,7 @@ class SyncAgent:
             on_committed=self._clean, lock=lock, device=device, on_applied=self._invalidate,
         )  # fmt: skip
         self.puller = Puller(store, client, self._invalidate, lock=lock)
+        self.hints = HintListener(client, store.cursor, self.wake_pull)
         self._push_wake = trio.Event()
         self._pull_wake = trio.Event()
         self._idle = trio.Event()  # set whenever a push round found the outbox empty
@@ -84,6 +90,12 @@ class SyncAgent:
 
     def wake_pull(self) -> None:
         self._pull_wake.set()
+
+    def confirm_deletes(self) -> bool:
+        """``cairn sync --confirm-deletes``: the next pull applies held deletions."""
+        held = self.puller.confirm_deletes()
+        self._pull_wake.set()
+        return held
 
     async def _read_frame(self, cid: bytes) -> bytes:
         frame: bytes = await trio.to_thread.run_sync(self.cache.plain_frame, cid)
@@ -156,7 +168,7 @@ class SyncAgent:
             setattr(self, wake_attr, trio.Event())
 
     async def _push_step(self) -> None:
-        if self.store.outbox_peek(1):
+        if self.store.outbox_peek(1, sending=False):
             await self._push()
             await self._pull()
         self._idle.set()
@@ -166,6 +178,7 @@ class SyncAgent:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._loop, self._pull, "_pull_wake", self.pull_interval, "pull")
             nursery.start_soon(self._loop, self._push_step, "_push_wake", PUSH_TICK, "push")
+            nursery.start_soon(self.hints.run)
             task_status.started()
 
     # --- control-socket commands ----------------------------------------------------------
@@ -183,10 +196,12 @@ class SyncAgent:
     async def status(self) -> dict[str, Any]:
         return {
             "online": self.online,
+            "hints": self.hints.status(),
             "last_sync": self.last_sync,
             "pending": self.pending(),
             "parked": self.pusher.parked,
             "conflicts": [c.to_json() for c in self.pusher.resolver.recent],
+            "held_deletes": self.puller.held,
             "cache_used": self.cache.used,
             "cache_limit": self.cache.limit,
             "cache_dirty": self.cache.dirty_bytes,
