@@ -7,7 +7,13 @@ function as one transaction and await the result:
 
 - SQLite: the sync ``pysqlite`` driver in worker threads, one thread hop per transaction
   (aiosqlite costs a hop per *statement*, ~4x slower on the hot paths). Reads run on a small
-  reader pool with a plain ``BEGIN`` (WAL snapshot; never waits for writers). Writes run on
+  reader pool with a plain ``BEGIN`` (WAL snapshot; never waits for writers). ``read_inline``
+  (the hot per-request reads: a handful of indexed statements) runs its transaction on the
+  calling event loop thread itself, on one dedicated connection: a WAL reader does not wait
+  for the writer, and the thread hand-off (queue put, wake-up, GIL ping-pong, future
+  callback) costs more than such a query. That connection has a short busy timeout
+  (``INLINE_BUSY_TIMEOUT_MS``) so the rare SQLITE_BUSY of a reader (WAL recovery by another
+  process) stalls the loop at most that long; the read is then retried on the pool. Writes run on
   ONE writer thread, which serializes them in this process, and start with
   ``BEGIN IMMEDIATE`` so the file's write lock is held from the first statement; another
   process (``cairn-server user add``) waits up to ``busy_timeout``. Every connection runs
@@ -31,7 +37,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cairn.core.errors import CairnError, ConfigError, Unavailable
@@ -44,6 +50,7 @@ BUSY_TIMEOUT_MS = 10_000
 # Max bound parameters per IN list: far below SQLite's 32766 and asyncpg's 32767.
 IN_BATCH = 500
 SQLITE_READERS = 3
+INLINE_BUSY_TIMEOUT_MS = 50
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -92,6 +99,8 @@ class Database:
         self.async_engine: AsyncEngine | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._writer: Writer | None = None
+        self._inline: Connection | None = None
+        self.inline_fallbacks = 0  # inline reads that hit SQLITE_BUSY and went to the pool
         try:
             if self.is_sqlite:
                 sync_url = _sqlite_sync_url(url)
@@ -99,7 +108,7 @@ class Database:
                     raise ConfigError("database url: an in-memory SQLite database is not durable")
                 self.sync_engine = create_engine(
                     sync_url,
-                    pool_size=SQLITE_READERS + 1,
+                    pool_size=SQLITE_READERS + 2,
                     max_overflow=2,
                     connect_args={"check_same_thread": False},
                 )
@@ -119,6 +128,9 @@ class Database:
         self.dialect = "sqlite" if self.is_sqlite else "postgresql"
 
     async def close(self) -> None:
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         if self.sync_engine is not None:
             assert self._readers is not None and self._writer is not None
             loop = asyncio.get_running_loop()
@@ -146,6 +158,36 @@ class Database:
             return await self._run(False, fn, *args, **kwargs)
         call = functools.partial(self._sqlite_txn, None, fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._readers, call)
+
+    async def read_inline(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Like ``read`` for a SHORT transaction (a few indexed statements, bounded rows): on
+        SQLite it runs on the event loop thread, on the dedicated read connection, without a
+        thread hand-off (see the module docstring). ``fn`` must not await or block."""
+        if self.sync_engine is None:
+            return await self._run(False, fn, *args, **kwargs)
+        try:
+            return self._inline_txn(fn, *args, **kwargs)
+        except OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+        self.inline_fallbacks += 1
+        return await self._run(False, fn, *args, **kwargs)
+
+    def _inline_txn(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        conn = self._inline
+        if conn is None or conn.closed or conn.invalidated:
+            assert self.sync_engine is not None
+            conn = self.sync_engine.connect()
+            # Owned for the life of this Database, never handed back to the pool (which
+            # would pass the short busy timeout on to a pool thread).
+            conn.detach()
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={INLINE_BUSY_TIMEOUT_MS}")
+            conn.commit()  # end SQLAlchemy's autobegun (driver-autocommit) transaction
+            self._inline = conn
+        with conn.begin():
+            return fn(conn, *args, **kwargs)
 
     async def write(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -219,6 +261,12 @@ class Database:
 
     async def ping(self) -> None:
         await self.run_plain(lambda conn: conn.execute(text("SELECT 1")).scalar())
+
+
+def _is_busy(exc: OperationalError) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED as pysqlite reports them."""
+    text_ = str(exc.orig).lower()
+    return "locked" in text_ or "busy" in text_
 
 
 def _setup_sqlite(engine: Engine) -> None:

@@ -236,11 +236,11 @@ class MetaStore:
 
     @translated
     async def get_user(self, name: str) -> User | None:
-        return await self.db.read_one(auth.get_user, name)
+        return await self.db.read_inline(auth.get_user, name)
 
     @translated
     async def get_user_by_id(self, user_id: int) -> User | None:
-        return await self.db.read_one(auth.get_user_by_id, user_id)
+        return await self.db.read_inline(auth.get_user_by_id, user_id)
 
     @translated
     async def list_users(self) -> list[User]:
@@ -270,7 +270,7 @@ class MetaStore:
         hit = self._tokens.get(token_hash)
         if hit is not None and hit[0] > now:
             return hit[1]
-        device = await self.db.read_one(auth.device_by_token, token_hash)
+        device = await self.db.read_inline(auth.device_by_token, token_hash)
         if len(self._tokens) >= TOKEN_CACHE_SIZE:
             self._tokens.clear()
         self._tokens[token_hash] = (now + TOKEN_CACHE_TTL, device)
@@ -306,12 +306,12 @@ class MetaStore:
 
     @translated
     async def namespaces(self, user_id: int) -> list[NamespaceInfo]:
-        return await self.db.read(_namespaces, user_id)
+        return await self.db.read_inline(_namespaces, user_id)
 
     @translated
     async def check_access(self, user_id: int, ns: int) -> None:
         """``NotFound`` unless ``user_id`` may see namespace ``ns``."""
-        await self.db.read_one(_check_access, user_id, ns)
+        await self.db.read_inline(_check_access, user_id, ns)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -319,7 +319,7 @@ class MetaStore:
     async def get_node(self, user_id: int, ns: int, node_id: str) -> dict[str, Any]:
         """The node object with its blocklist (deleted nodes too, ``deleted: true``)."""
         wire.node_id(node_id, "node id")
-        return await self.db.read(_get_node, user_id, ns, node_id)
+        return await self.db.read_inline(_get_node, user_id, ns, node_id)
 
     @translated
     async def list_children(
@@ -330,7 +330,7 @@ class MetaStore:
         check_limit(limit)
         after = _listing_after(cursor)
         wire.node_id(node_id, "node id")
-        rows, states = await self.db.read(_list_children, user_id, ns, node_id, after, limit)
+        rows, states = await self.db.read_inline(_list_children, user_id, ns, node_id, after, limit)
         page = rows[:limit]
         return {
             "entries": [{"name": r.entry_name, "node": states[r.id].to_json(False)} for r in page],
@@ -362,12 +362,12 @@ class MetaStore:
     async def changes(self, user_id: int, cursor: str | None, limit: int) -> dict[str, Any]:
         """A page of the compacted feed: ``{"entries", "cursor", "has_more"}``."""
         check_limit(limit)
-        return await self.db.read(_changes, user_id, decode_cursor(cursor), limit)
+        return await self.db.read_inline(_changes, user_id, decode_cursor(cursor), limit)
 
     @translated
     async def seqs(self, user_id: int) -> dict[int, int]:
         """Current seq of every namespace the user sees (for hints and long-poll)."""
-        return await self.db.read_one(_heads, user_id)
+        return await self.db.read_inline(_heads, user_id)
 
     def cursor_seqs(self, cursor: str) -> dict[int, int]:
         """``{ns: seq}`` of a changes cursor; ``InvalidArgument`` if malformed."""
@@ -380,12 +380,12 @@ class MetaStore:
         """The ids this user does not reference (deduplicated, in request order)."""
         if len(ids) > MAX_LIMIT:
             raise TooLarge(f"at most {MAX_LIMIT} ids per query")
-        return await self.db.read(chunks.missing_chunks, user_id, ids)
+        return await self.db.read_inline(chunks.missing_chunks, user_id, ids)
 
     @translated
     async def chunk_known(self, cid: bytes) -> bool:
         """Stored for anyone (server-internal: decides whether to write the blob)."""
-        return await self.db.read_one(chunks.chunk_known, cid)
+        return await self.db.read_inline(chunks.chunk_known, cid)
 
     @translated
     async def record_upload(
@@ -396,7 +396,7 @@ class MetaStore:
 
     @translated
     async def user_has_chunk(self, user_id: int, cid: bytes) -> bool:
-        return await self.db.read_one(chunks.user_has_chunk, user_id, cid)
+        return await self.db.read_inline(chunks.user_has_chunk, user_id, cid)
 
     @translated
     async def chunk_refcounts(self, ids: list[bytes]) -> dict[bytes, int]:
