@@ -564,7 +564,7 @@ def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
         cli = str(VENV_BIN / "cairn-server")
         run([cli, "init", str(data)], env)
         if args.cpu_threads:
-            # sizes the server's CPU pool and its concurrent-upload semaphore (4 per thread)
+            # sizes the server's CPU pool (frame checks, encryption, Argon2)
             toml = data / "cairn-server.toml"
             text = toml.read_text()
             if "\ncpu_threads = " not in text:

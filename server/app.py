@@ -9,7 +9,6 @@ requests finished; hint sockets and polls are woken and closed at shutdown.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,13 +34,15 @@ from .config import Config
 from .errors import error_middleware
 from .handlers import chunks, commit, hints, ops, session, tree
 from .keys import ServerKeys
-from .limits import FailureLimiter, TokenBucket
+from .limits import ByteBudget, FailureLimiter, TokenBucket
 from .metrics import metrics_middleware
 from .notify import make_notifier
 
 log = logging.getLogger("cairn.server.app")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Chunk bodies held in memory at once by concurrent uploads (limits.ByteBudget).
+UPLOAD_BUDGET = 64 * 1024 * 1024
 
 
 async def open_meta(cfg: Config) -> Any:
@@ -131,7 +132,7 @@ def create_app(
     rl = config.rate_limits
     app[LOGIN_LIMIT] = FailureLimiter(rl.login_failures, rl.login_window)
     app[API_LIMIT] = TokenBucket(rl.api_rate, rl.api_burst)
-    app[UPLOADS] = asyncio.Semaphore(max(4, 4 * config.cpu_threads))
+    app[UPLOADS] = ByteBudget(max(UPLOAD_BUDGET, 2 * config.limits.chunk_body))
     app[HINT_SOCKETS] = set()
     app.cleanup_ctx.append(_resources(meta, blobs))
     app.on_shutdown.append(hints.close_hint_sockets)

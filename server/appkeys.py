@@ -18,7 +18,7 @@ from cairn.core.errors import InvalidArgument, NotFound
 from .blobs import BlobStore
 from .config import Config
 from .keys import ServerKeys
-from .limits import FailureLimiter, TokenBucket
+from .limits import ByteBudget, FailureLimiter, TokenBucket
 from .meta import MetaStore
 from .notify import LocalNotifier
 
@@ -32,7 +32,7 @@ NOTIFIER = web.AppKey("notifier", LocalNotifier)
 CPU = web.AppKey("cpu", ThreadPoolExecutor)
 LOGIN_LIMIT = web.AppKey("login_limit", FailureLimiter)
 API_LIMIT = web.AppKey("api_limit", TokenBucket)
-UPLOADS = web.AppKey("uploads", asyncio.Semaphore)
+UPLOADS = web.AppKey("uploads", ByteBudget)
 HINT_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("hint_sockets")
 
 _MAX_NS = (1 << 63) - 1

@@ -11,6 +11,7 @@ guard against password guessing and runaway clients, not against a distributed a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import OrderedDict, deque
@@ -141,3 +142,52 @@ class TokenBucket:
             err.retry_after = (1.0 - tokens) / self.rate
             raise err
         bucket[0] = tokens - 1.0
+
+
+class ByteBudget:
+    """At most ``capacity`` bytes held at once by concurrent holders, granted in FIFO order.
+
+    ``acquire(n)`` waits until ``n`` bytes (capped at ``capacity``, so one oversized request
+    still runs, alone) are free and returns the amount held, which the caller passes to
+    ``release``. Bounding chunk uploads by bytes rather than by a count lets many small
+    chunks proceed at once while a few 16 MiB ones still cannot exhaust memory. A waiter
+    cancelled after its grant gives the bytes back itself.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be positive")
+        self.capacity = capacity
+        self.free = capacity
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    async def acquire(self, n: int) -> int:
+        n = max(1, min(n, self.capacity))
+        if not self._waiters and self.free >= n:
+            self.free -= n
+            return n
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (n, fut)
+        self._waiters.append(entry)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release(n)  # granted just as we were cancelled
+            else:
+                self._waiters.remove(entry)
+                self._wake()  # we may have been the head blocking smaller requests
+            raise
+        return n
+
+    def release(self, n: int) -> None:
+        self.free += n
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.free >= self._waiters[0][0]:
+            n, fut = self._waiters.popleft()
+            if fut.done():  # cancelled, not yet removed by its task
+                continue
+            self.free -= n
+            fut.set_result(None)

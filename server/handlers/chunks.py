@@ -57,9 +57,16 @@ async def put_chunk(request: web.Request) -> web.Response:
     cid = _cid(request)
     app = request.app
     me = caller(request)
-    # Bounds how many chunk bodies (up to 16 MiB each) are held in memory at once.
-    async with app[UPLOADS]:
-        body = await read_body(request, app[CONFIG].limits.chunk_body)
+    limit = app[CONFIG].limits.chunk_body
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise TooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
+    # Bounds the chunk bodies held in memory at once, by bytes: released once the blob is
+    # stored, so the metadata write below never holds up other uploads' bodies.
+    budget = app[UPLOADS]
+    held = await budget.acquire(limit if declared is None else declared)
+    try:
+        body = await read_body(request, limit)
         metrics.CHUNK_BYTES_IN.inc(len(body))
         keys = app[KEYS]
         plain_len, sealed = await run_cpu(
@@ -72,7 +79,11 @@ async def put_chunk(request: web.Request) -> web.Response:
             metrics.CHUNKS_STORED.inc()
         else:
             metrics.DEDUPE_HITS.inc()
-        await meta.record_upload(me.user_id, cid, plain_len, len(sealed))
+        stored_len = len(sealed)
+        del body, sealed
+    finally:
+        budget.release(held)
+    await meta.record_upload(me.user_id, cid, plain_len, stored_len)
     return web.json_response({"stored": stored}, status=201 if stored else 200)
 
 
