@@ -120,9 +120,11 @@ class Resolver:
     # --- planning -------------------------------------------------------------------------
 
     def _plan(
-        self, op: wire.Op, res: dict[str, Any], made: set[str], attempt: int
+        self, op: wire.Op, res: dict[str, Any], made: dict[str, int], attempt: int
     ) -> wire.Op | None | str:
-        """The fix-up op for one refusal, None (take the server's side), or "park"."""
+        """The fix-up op for one refusal, None (take the server's side), "restore" or
+        "park". ``made``: nodes created by fix-ups so far → the base_rev their next update
+        takes (planned fix-ups of this round count: they are committed in order)."""
         status = res.get("status")
         reason = str(res.get("reason") or res.get("error") or "")
         cur = res.get("current") if isinstance(res.get("current"), dict) else None
@@ -148,6 +150,9 @@ class Resolver:
                 return None
             return "park"
         if status == "error" and res.get("error") in ("not_found", "not_a_directory"):
+            if isinstance(op, wire.Update) and op.node in made:
+                # Queued behind its own create, which was refused and is now fixed.
+                return dataclasses.replace(op, op_id=new_op_id(), base_rev=made[op.node])
             if isinstance(op, (wire.Create, wire.Mkdir, wire.Symlink)):
                 parent = op.parent if op.parent in made else self._store.root_id
                 name = op.name if attempt == 0 else copy_name(op.name, self._device, n=attempt)
@@ -189,7 +194,7 @@ class Resolver:
         that fix-ups committed (the caller marks them clean)."""
         apply: list[wire.Node] = []
         clean: list[bytes] = []
-        made: set[str] = set()  # nodes a fix-up created this round (as parents for others)
+        made: dict[str, int] = {}  # nodes fix-ups create → next base_rev (see _plan)
         todo = [(op, res, op) for op, res in refused]  # (original, last result, last try)
         for attempt in range(ROUNDS + 1):
             fixes: list[tuple[wire.Op, dict[str, Any], wire.Op]] = []
@@ -214,6 +219,11 @@ class Resolver:
                 elif plan is None:
                     self._note(orig, res, "server version kept")
                 else:
+                    assert not isinstance(plan, str)
+                    if isinstance(plan, (wire.Create, wire.Mkdir, wire.Symlink)):
+                        made[plan.node] = 1
+                    elif isinstance(plan, wire.Update) and plan.node in made:
+                        made[plan.node] = plan.base_rev + 1
                     fixes.append((orig, res, plan))
             if not fixes:
                 break
@@ -224,8 +234,12 @@ class Resolver:
                     node = r.get("node")
                     if isinstance(node, dict):
                         apply.append(wire.Node.from_json(node))
-                    if isinstance(fix, (wire.Create, wire.Mkdir, wire.Symlink)):
-                        made.add(fix.node)
+                    if (
+                        fix.node in made
+                        and isinstance(node, dict)
+                        and isinstance(node.get("rev"), int)
+                    ):
+                        made[fix.node] = node["rev"]
                     if isinstance(fix, (wire.Create, wire.Update)):
                         clean.extend(fix.blocklist.chunk_ids())
                     where = getattr(fix, "new_name", None) or getattr(fix, "name", "")

@@ -21,10 +21,11 @@ One round (``push_once``) repeats until the outbox is empty:
      left dirty in the cache, so nothing is lost.
 
 Before sending, ``coalesce`` folds a later ``update`` of a node into that node's earlier
-``create``/``update`` of the same batch (content is a whole blocklist, so only the last one
-matters): otherwise, when the first is refused as stale, the second — chained onto the
-revision the first would have made — could match the OTHER device's revision and silently
-replace it.
+``update`` of the same batch (content is a whole blocklist, so only the last one matters):
+otherwise, when the first is refused as stale, the second — chained onto the revision the
+first would have made — could match the OTHER device's revision and silently replace it.
+(An ``update`` behind its node's ``create`` is not folded: if the create is refused, the
+update fails as ``not_found`` and the resolver re-sends it behind the fixed create.)
 
 Crash safety: nothing leaves the outbox before the server has answered for it, and
 ``outbox_done`` is one synced batch, so a kill at any point re-sends at most one batch, which
@@ -81,7 +82,7 @@ def chain_revs(ops: list[wire.Op]) -> list[wire.Op]:
 
 
 def coalesce(entries: list[Any]) -> tuple[list[Any], dict[int, list[int]]]:
-    """Fold each ``update`` into the same node's earlier ``create``/``update`` of the batch
+    """Fold each ``update`` into the same node's earlier ``update`` of the batch
     (no ``unlink``/``link`` of that node in between). Returns the entries to send (with
     merged ops) and, per kept entry seq, the seqs folded into it (done together with it)."""
     out: list[Any] = []
@@ -99,7 +100,7 @@ def coalesce(entries: list[Any]) -> tuple[list[Any], dict[int, list[int]]]:
             folded.setdefault(prev.seq, []).append(e.seq)
             continue
         out.append(e)
-        if isinstance(op, (wire.Create, wire.Update)):
+        if isinstance(op, wire.Update):
             last[op.node] = len(out) - 1
     return out, folded
 

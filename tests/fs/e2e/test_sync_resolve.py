@@ -1,0 +1,274 @@
+"""Issue 5 sync semantics against a real server process, without the kernel (two stores in
+one process): refused ops become conflicted copies, the mass-delete guard holds and
+releases, change hints wake the puller, and the helpers' contracts (copy names, update
+folding)."""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from cairn.core import ids, wire
+from cairn.core.keys import DataKey
+from cairn.fs.cache import ChunkCache
+from cairn.fs.client import Client
+from cairn.fs.records import OutboxEntry
+from cairn.fs.store import Node, Store, new_node_id, new_op_id
+from cairn.fs.sync.agent import SyncAgent
+from cairn.fs.sync.conflicts import copy_name
+from cairn.fs.sync.hints import HintListener
+from cairn.fs.sync.pusher import coalesce
+from tests.support.drive import PASSWORD, DriveServer
+
+COPY = re.compile(r"^(.*) \(conflicted copy (\w+) \d{4}-\d{2}-\d{2} \d{6}\)(.*)$")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "trio"
+
+
+class Dev:
+    """One device's store, cache, client and agent, opened in-process."""
+
+    def __init__(self, root: Path, session: dict, url: str, name: str) -> None:
+        self.session = session
+        self.root_id = session["home"]["root"]
+        self.dedupe = bytes.fromhex(session["dedupe_key"])
+        self.store = Store.open(root / "db", self.root_id)
+        self.cache = ChunkCache(root / "cache", DataKey.generate(), 1 << 30)
+        self.client = Client(url, session["token"])
+        self.parked = root / "parked.jsonl"
+        self.agent = SyncAgent(
+            self.store, self.cache, self.client, ns=session["home"]["ns"],
+            parked_file=self.parked, device=name,
+        )  # fmt: skip
+
+    def _bl(self, data: bytes) -> wire.Blocklist:
+        cid = ids.chunk_id(self.dedupe, data)
+        self.cache.put(cid, data)
+        return wire.Blocklist(((cid, len(data)),))
+
+    def create(self, name: str, data: bytes) -> str:
+        bl = self._bl(data)
+        txn = self.store.txn()
+        nid, now = new_node_id(), time.time_ns()
+        node = Node(txn.alloc_ino(), nid, "file", 0o644, 0, 0, now, now, len(data))
+        txn.add_name(node, 1, name)
+        txn.put_node(node)
+        txn.put_blocklist(node.ino, bl)
+        txn.outbox_append(wire.Create(new_op_id(), nid, self.root_id, name, 0o644, now, bl))
+        txn.commit(sync=True)
+        return nid
+
+    def update(self, nid: str, data: bytes) -> None:
+        bl = self._bl(data)
+        txn = self.store.txn()
+        node = txn.node(txn.ino_of(nid))
+        node.size = len(data)
+        txn.put_node(node)
+        txn.put_blocklist(node.ino, bl)
+        txn.outbox_append(wire.Update(new_op_id(), nid, node.base_rev, bl, time.time_ns()))
+        txn.commit(sync=True)
+
+    def unlink(self, name: str) -> None:
+        txn = self.store.txn()
+        ino = txn.lookup(1, name)
+        node = txn.node(ino)
+        txn.remove_name(node, 1, name)
+        txn.drop_node(node)
+        txn.outbox_append(wire.Unlink(new_op_id(), node.id, self.root_id, name, node.base_rev))
+        txn.commit(sync=True)
+
+    def tree(self) -> dict[str, bytes]:
+        """name → chunk ids of each file in the root (the content, by identity)."""
+        out = {}
+        for _, name, ino in self.store.readdir(1):
+            out[name] = b"".join(c for c, _ in self.store.blocklist(ino) if c is not None)
+        return out
+
+    def cid(self, data: bytes) -> bytes:
+        return ids.chunk_id(self.dedupe, data)
+
+    async def sync(self) -> None:
+        await self.agent.pusher.push_once()
+        await self.agent.puller.pull_once()
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        self.store.close()
+
+
+async def pair(server: DriveServer, tmp: Path) -> tuple[Dev, Dev]:
+    devs = []
+    for name in ("A", "B"):
+        async with Client(server.url) as c:
+            session = await c.login("alice", PASSWORD, name)
+        devs.append(Dev(tmp / name, session, server.url, name))
+    return devs[0], devs[1]
+
+
+# --- pure helpers ---------------------------------------------------------------------------
+
+
+def test_copy_name_shape_and_bounds() -> None:
+    t = calendar.timegm((2026, 11, 21, 15, 4, 5, 0, 0, 0))
+    assert copy_name("doc.txt", "B", t) == "doc (conflicted copy B 2026-11-21 150405).txt"
+    assert copy_name(".bashrc", "B", t) == ".bashrc (conflicted copy B 2026-11-21 150405)"
+    assert copy_name("a.tar.gz", "B", t, n=2).endswith(" 2).gz")
+    long = copy_name("é" * 200 + ".txt", "laptop", t)
+    assert len(long.encode()) <= 255 and long.endswith(").txt") and COPY.match(long)
+
+
+def test_coalesce_folds_updates_not_across_unlink() -> None:
+    bl1 = wire.Blocklist(((b"\1" * 32, 1),))
+    bl2 = wire.Blocklist(((b"\2" * 32, 2),))
+    ops = [
+        wire.Create("c", "n1", "r", "f", 0o644, 1, bl1),
+        wire.Update("u1", "n1", 0, bl1, 2),
+        wire.Update("u2", "n1", 0, bl2, 3),
+        wire.Unlink("x", "n2", "r", "g", 5),
+        wire.Update("u3", "n2", 5, bl1, 4),
+    ]
+    kept, folded = coalesce([OutboxEntry(i + 1, op) for i, op in enumerate(ops)])
+    assert [e.op.op_id for e in kept] == ["c", "u1", "x", "u3"]
+    assert kept[1].op.blocklist == bl2 and kept[1].op.mtime_ns == 3
+    assert folded == {2: [3]}
+
+
+# --- against the server ---------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_edit_edit_makes_a_copy_on_both(drive_server: DriveServer, tmp_path: Path) -> None:
+    a, b = await pair(drive_server, tmp_path)
+    try:
+        nid = a.create("doc.txt", b"base")
+        await a.sync()
+        await b.sync()
+        b.update(b.store.node(b.store.lookup(1, "doc.txt")).id, b"from B")
+        b.update(b.store.node(b.store.lookup(1, "doc.txt")).id, b"from B, again")
+        a.update(nid, b"from A")
+        await a.sync()
+        await b.sync()  # stale: B's last content becomes a copy, doc.txt is A's
+        await a.sync()
+        for d in (a, b):
+            tree = d.tree()
+            assert tree["doc.txt"] == d.cid(b"from A"), tree
+            copies = [n for n in tree if COPY.match(n)]
+            assert len(copies) == 1 and COPY.match(copies[0]).group(2) == "B", tree
+            assert tree[copies[0]] == d.cid(b"from B, again")
+        assert not b.parked.exists() and b.store.outbox_len() == 0
+        assert [c.kind for c in b.agent.pusher.resolver.recent] == ["update"]
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.anyio
+async def test_create_create_then_update(drive_server: DriveServer, tmp_path: Path) -> None:
+    a, b = await pair(drive_server, tmp_path)
+    try:
+        a.create("new.txt", b"A's")
+        await a.sync()
+        nb = b.create("new.txt", b"B's first")
+        b.update(nb, b"B's second")
+        await b.sync()  # create refused (name taken) -> copy name; its update follows it
+        await a.sync()
+        for d in (a, b):
+            tree = d.tree()
+            assert tree["new.txt"] == d.cid(b"A's"), tree
+            (copy,) = [n for n in tree if COPY.match(n)]
+            assert tree[copy] == d.cid(b"B's second")
+        assert not b.parked.exists()
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.anyio
+async def test_edit_delete_keeps_the_edit(drive_server: DriveServer, tmp_path: Path) -> None:
+    a, b = await pair(drive_server, tmp_path)
+    try:
+        nid = a.create("doc.txt", b"base")
+        await a.sync()
+        await b.sync()
+        b.unlink("doc.txt")
+        a.update(nid, b"edited")
+        await a.sync()
+        await b.sync()  # B's delete is refused (stale): the edited file comes back
+        assert b.tree() == {"doc.txt": b.cid(b"edited")}
+        # and the other way round: the delete lands first, the edit is re-created
+        b.unlink("doc.txt")
+        await b.sync()
+        a.update(nid, b"edited twice")
+        await a.sync()
+        await b.sync()
+        for d in (a, b):
+            assert d.tree() == {"doc.txt": d.cid(b"edited twice")}
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.expect_warnings
+async def test_mass_delete_held_then_confirmed(drive_server: DriveServer, tmp_path: Path) -> None:
+    a, b = await pair(drive_server, tmp_path)
+    try:
+        for i in range(10):
+            a.create(f"f{i}", b"%d" % i)
+        await a.sync()
+        await b.sync()
+        for i in range(6):
+            a.unlink(f"f{i}")
+        await a.sync()
+        await b.agent.puller.pull_once()
+        assert len(b.tree()) == 10 and b.agent.puller.held is not None
+        assert b.agent.puller.held["deletes"] == 6
+        assert (await b.agent.status())["held_deletes"]["files"] == 10
+        assert b.agent.confirm_deletes()
+        await b.agent.puller.pull_once()
+        assert sorted(b.tree()) == [f"f{i}" for i in range(6, 10)]
+        assert b.agent.puller.held is None
+        # fewer than MIN_HALF deletions of a small tree go through at once
+        a.unlink("f6")
+        await a.sync()
+        await b.agent.puller.pull_once()
+        assert sorted(b.tree()) == ["f7", "f8", "f9"] and b.agent.puller.held is None
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.anyio
+async def test_hints_wake_the_puller(drive_server: DriveServer, tmp_path: Path) -> None:
+    a, b = await pair(drive_server, tmp_path)
+    woken: list[float] = []
+    event = trio.Event()
+
+    def wake() -> None:
+        woken.append(time.monotonic())
+        event.set()
+
+    listener = HintListener(b.client, b.store.cursor, wake)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(listener.run)
+            with trio.fail_after(20):
+                await event.wait()  # the first message after connecting always wakes
+            assert listener.connected and listener.status()["mode"] == "websocket"
+            event = trio.Event()
+            a.create("x", b"x")
+            await a.sync()
+            with trio.fail_after(20):
+                await event.wait()  # a's commit moved the feed
+            nursery.cancel_scope.cancel()
+    finally:
+        await a.close()
+        await b.close()
