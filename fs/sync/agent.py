@@ -74,7 +74,10 @@ class SyncAgent:
             on_committed=self._clean, lock=lock, device=device, on_applied=self._invalidate,
         )  # fmt: skip
         self.puller = Puller(store, client, self._invalidate, lock=lock)
-        self.hints = HintListener(client, store.cursor, self.wake_pull)
+        self.hints = HintListener(
+            client, store.cursor, self.wake_pull,
+            on_online=self._came_online, on_offline=self._went_offline,
+        )  # fmt: skip
         self._push_wake = trio.Event()
         self._pull_wake = trio.Event()
         self._idle = trio.Event()  # set whenever a push round found the outbox empty

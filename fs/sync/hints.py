@@ -11,7 +11,9 @@
   attempt, with exponential backoff and jitter between failed attempts
   (``Backoff(BASE, CAP)``), so a dead server is not hammered and a live one is used at once.
 
-``connected`` is True while the socket is open (``cairn status``). Hints are advisory: the
+``on_online()`` is called when the socket opens and ``on_offline(err)`` when the fallback
+poll cannot reach the server: the agent's online flag follows the socket, so a cut is seen
+at once even with no pull or push due. ``connected`` is True while the socket is open (``cairn status``). Hints are advisory: the
 agent still pulls after its own pushes and on a slow safety timer.
 """
 
@@ -25,7 +27,7 @@ from typing import Any
 import trio
 import trio_websocket
 
-from cairn.core.errors import CairnError
+from cairn.core.errors import CairnError, Unavailable
 
 from ..client import Client
 from .backoff import Backoff
@@ -48,11 +50,19 @@ def ws_url(base_url: str) -> str:
 
 class HintListener:
     def __init__(
-        self, client: Client, cursor: Callable[[], str | None], wake: Callable[[], None]
+        self,
+        client: Client,
+        cursor: Callable[[], str | None],
+        wake: Callable[[], None],
+        *,
+        on_online: Callable[[], None] | None = None,
+        on_offline: Callable[[Exception], None] | None = None,
     ) -> None:
         self._client = client
         self._cursor = cursor
         self._wake = wake
+        self._on_online = on_online or (lambda: None)
+        self._on_offline = on_offline or (lambda e: None)
         self.connected = False
         self.hints = 0
         self.mode = "starting"  # "websocket" | "long-poll" | "starting"
@@ -84,6 +94,7 @@ class HintListener:
         ) as ws:
             self.connected, self.mode = True, "websocket"
             log.info("listening for change hints")
+            self._on_online()
             first = True
             try:
                 while True:
@@ -115,6 +126,9 @@ class HintListener:
                 for _ in range(10**6):
                     try:
                         await self._long_poll()
+                    except Unavailable as e:
+                        self._on_offline(e)  # the agent's view: the server is unreachable
+                        await trio.sleep(CAP)
                     except (CairnError, OSError):
                         await trio.sleep(CAP)  # cancelled by the move_on_after above
                     await trio.sleep(0.1)  # a cursor the puller has not caught up yet
