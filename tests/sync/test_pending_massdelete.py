@@ -17,9 +17,6 @@ from tests.sync.tree import converge, write_file
 pytestmark = [
     pytest.mark.fuse,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("CAIRN_SYNC_PENDING") != "1", reason="issue 5 behaviour not built yet"
-    ),
 ]
 
 DEADLINE = 60
