@@ -74,6 +74,7 @@ class SyncAgent:
             on_committed=self._clean, lock=lock, device=device, on_applied=self._invalidate,
         )  # fmt: skip
         self.puller = Puller(store, client, self._invalidate, lock=lock)
+        self.pusher.skipped = self.puller.skipped
         self.hints = HintListener(
             client, store.cursor, self.wake_pull,
             on_online=self._came_online, on_offline=self._went_offline,

@@ -62,6 +62,9 @@ class Puller:
         self._lock = lock or trio.Lock()
         self.applied = 0
         self.kept_local = 0
+        # Nodes whose remote change was skipped (local edits queued): the pusher applies
+        # the server's node from its commit result for these (see pusher.py).
+        self.skipped: set[str] = set()
         self.last_pull: float | None = None
         self.held: dict[str, Any] | None = None  # {"deletes", "files", "since"} while held
         self._confirmed = False
@@ -159,6 +162,8 @@ class Puller:
                 changes = self._store.apply_remote(nodes, cursor=nxt)
                 total += len(nodes)
                 self.kept_local += len(changes.kept_local)
+                if len(self.skipped) < 100_000:
+                    self.skipped.update(changes.kept_local)
                 if self._invalidate is not None and nodes:
                     await self._invalidate(changes)
             cursor = nxt

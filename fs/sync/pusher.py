@@ -139,6 +139,8 @@ class Pusher:
         self.parked = 0
         self.committed = 0
         self._missing_streak: tuple[str, int] = ("", 0)
+        self._on_applied = on_applied
+        self.skipped: set[str] = set()  # the puller's (shared): see _catch_up
         self.resolver = Resolver(
             store, client, ns=ns, device=device, park=self._park, invalidate=on_applied
         )
@@ -179,6 +181,7 @@ class Pusher:
         async with self._lock:
             results = await self._client.commit(self._ns, [op.to_json() for op in ops])
             clean, retry_missing, refused = self._settle(entries, ops, results, folded)
+            await self._catch_up(ops, results)
             if refused:
                 clean.extend(await self.resolver.resolve(refused))
         took = time.monotonic() - started
@@ -194,6 +197,31 @@ class Pusher:
             log.info("server misses %d chunks of a committed op; uploading", len(retry_missing))
             await self._uploader.upload(retry_missing)
         return True
+
+    async def _catch_up(self, ops: list[wire.Op], results: list[dict[str, Any]]) -> None:
+        """A pull skipped these nodes' remote changes while our ops were queued; now that
+        the server applied our op, take the node as the server has it (its commit result),
+        e.g. our rename with the other device's content."""
+        if not self.skipped:
+            return
+        nodes = []
+        for op, res in zip(ops, results, strict=False):
+            node = res.get("node")
+            if (
+                op.node in self.skipped
+                and res.get("status") == "applied"
+                and isinstance(node, dict)
+            ):
+                if node.get("type") == "file" and node.get("blocklist") is None:
+                    continue
+                nodes.append(wire.Node.from_json(node))
+        for n in nodes:
+            if not self._store.pending(n.id):
+                self.skipped.discard(n.id)
+        if nodes:
+            changes = self._store.apply_remote(nodes)
+            if self._on_applied is not None:
+                await self._on_applied(changes)
 
     def _settle(
         self,

@@ -85,6 +85,16 @@ class Dev:
         txn.outbox_append(wire.Unlink(new_op_id(), node.id, self.root_id, name, node.base_rev))
         txn.commit(sync=True)
 
+    def rename(self, old: str, new: str) -> None:
+        txn = self.store.txn()
+        node = txn.node(txn.lookup(1, old))
+        txn.remove_name(node, 1, old)
+        txn.add_name(node, 1, new)
+        txn.put_node(node)
+        r = self.root_id
+        txn.outbox_append(wire.Rename(new_op_id(), node.id, r, old, r, new))
+        txn.commit(sync=True)
+
     def tree(self) -> dict[str, bytes]:
         """name → chunk ids of each file in the root (the content, by identity)."""
         out = {}
@@ -211,6 +221,29 @@ async def test_edit_delete_keeps_the_edit(drive_server: DriveServer, tmp_path: P
         await b.sync()
         for d in (a, b):
             assert d.tree() == {"doc.txt": d.cid(b"edited twice")}
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.anyio
+async def test_rename_pushed_after_a_skipped_pull_takes_the_other_edit(
+    drive_server: DriveServer, tmp_path: Path
+) -> None:
+    a, b = await pair(drive_server, tmp_path)
+    try:
+        nid = a.create("doc.txt", b"base")
+        await a.sync()
+        await b.sync()
+        b.rename("doc.txt", "renamed.txt")
+        a.update(nid, b"edited on A")
+        await a.sync()
+        await b.agent.puller.pull_once()  # B's rename is queued: A's edit is skipped here
+        assert b.tree() == {"renamed.txt": b.cid(b"base")}
+        await b.agent.pusher.push_once()  # the rename applies; B takes the server's node
+        assert b.tree() == {"renamed.txt": b.cid(b"edited on A")}
+        await a.sync()
+        assert a.tree() == {"renamed.txt": a.cid(b"edited on A")}
     finally:
         await a.close()
         await b.close()
