@@ -245,10 +245,11 @@ def render_status(state: StateDir) -> str:
             f"deletes:  HELD: the server deletes {held.get('deletes')} of this device's "
             f"{held.get('files')} files; run `cairn sync --confirm-deletes` to apply"
         )
-    conflicts = st.get("conflicts") or []
+    raw = st.get("conflicts")
+    conflicts = [c for c in raw if isinstance(c, dict)] if isinstance(raw, list) else []
     if conflicts:
         lines.append(f"conflicts: {len(conflicts)} resolved recently:")
-        for c in list(conflicts)[-5:]:  # type: ignore[misc]
+        for c in conflicts[-5:]:
             lines.append(
                 f"  {_when(c.get('when'))}: {c.get('kind')} of node {str(c.get('node'))[:12]} "
                 f"({c.get('reason')}): {c.get('outcome')}"
