@@ -1,8 +1,8 @@
-"""Conflict cases that already hold end to end (see ``test_pending_conflicts.py`` for the
-rest): both devices cut off from the server by the proxy make conflicting changes, the
+"""Conflict cases that already hold end to end (rename/edit and rename/rename; the
+other cases are in ``test_conflict_cases.py``): both devices cut off from the server by the proxy make conflicting changes, the
 network comes back, and both devices converge on the same tree.
 
-The helpers here are shared with ``test_pending_conflicts.py``."""
+The helpers here are shared with ``test_conflict_cases.py``."""
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """The sync agent against a real server process, without the kernel: ops queued in one
 store's outbox reach a second store through push + pull, chunks included; parked ops keep
-their data; the client maps failures to typed errors."""
+their data or become conflicted copies; the client maps failures to typed errors."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -110,21 +109,27 @@ async def test_push_then_pull(drive_server: DriveServer, tmp_path: Path) -> None
 
 
 @pytest.mark.anyio
-@pytest.mark.expect_warnings
-async def test_refused_op_is_parked_not_lost(drive_server: DriveServer, tmp_path: Path) -> None:
+async def test_refused_create_is_kept_as_a_conflicted_copy(
+    drive_server: DriveServer, tmp_path: Path
+) -> None:
     a = Side(tmp_path / "a", await login(drive_server.url, "A"), drive_server.url)
     b = Side(tmp_path / "b", await login(drive_server.url, "B"), drive_server.url)
     try:
         a.create_file("same.txt", b"from A")
         b.create_file("same.txt", b"from B")
         await a.agent.pusher.push_once()
-        await b.agent.pusher.push_once()  # name taken: refused, parked with its blocklist
-        assert b.store.outbox_len() == 0 and b.agent.pusher.parked == 1
-        parked = [json.loads(x) for x in (tmp_path / "b" / "parked.jsonl").read_text().splitlines()]
-        assert parked[0]["op"]["name"] == "same.txt"
-        assert parked[0]["result"]["status"] in ("conflict", "error")
-        cid = bytes.fromhex(parked[0]["op"]["blocklist"][0][0])
-        assert b.cache.is_dirty(cid)  # its data stays in the cache, never evicted
+        await b.agent.pusher.push_once()  # name taken: B's file must survive under a copy name
+        assert b.store.outbox_len() == 0 and not (tmp_path / "b" / "parked.jsonl").exists()
+        entries = (await b.client.changes(None, limit=1000))["entries"]
+        live = {
+            n["names"][0][1]: n["blocklist"][0][0]
+            for n in (e["node"] for e in entries)
+            if not n["deleted"] and n["type"] == "file"
+        }
+        assert live["same.txt"] == ids.chunk_id(a.dedupe, b"from A").hex()
+        copies = [name for name in live if name.startswith("same (conflicted copy ")]
+        assert len(copies) == 1 and copies[0].endswith(").txt")
+        assert live[copies[0]] == ids.chunk_id(b.dedupe, b"from B").hex()
     finally:
         await a.close()
         await b.close()

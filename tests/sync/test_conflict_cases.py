@@ -1,10 +1,7 @@
 """Issue 5's conflict cases end to end: both devices cut off from the server (the proxy
 refuses them) make conflicting changes, the network comes back, and then both devices
 hold the same tree with every written version present (the loser as
-``NAME (conflicted copy DEVICE YYYY-MM-DD HHMMSS).EXT``).
-
-Pending until the drive turns refused ops into conflicted copies (today they are parked):
-run with ``CAIRN_SYNC_PENDING=1``."""
+``NAME (conflicted copy DEVICE YYYY-MM-DD HHMMSS).EXT``)."""
 
 from __future__ import annotations
 

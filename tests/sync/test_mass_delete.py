@@ -1,8 +1,6 @@
 """Mass-delete guard: a pull that would delete > 1,000 files (or > half of a tree) is held
 on the receiving device; ``cairn status`` says so and ``cairn sync --confirm-deletes``
-releases it.
-
-Pending until the guard exists: run with ``CAIRN_SYNC_PENDING=1``."""
+releases it."""
 
 from __future__ import annotations
 
