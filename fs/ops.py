@@ -138,6 +138,7 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
         self.read_limiter = trio.CapacityLimiter(4)
         self.mem = PlainLRU()
         self._files: dict[int, FileContent] = {}
+        store.unsealed = self._has_unsealed_writes
         self._unsynced: set[bytes] = set()  # chunk ids written, not yet fsynced
         self._unsynced_lock = threading.Lock()
         self._chunk_sync = GroupSync(self._fsync_chunks)
@@ -399,6 +400,12 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
         return None  # inodes are persistent; deleted ones are dropped at unlink/release
 
     # --- remote changes -------------------------------------------------------------------
+
+    def _has_unsealed_writes(self, node_id: str) -> bool:
+        """True while ``node_id`` is open with written data not sealed yet (``Store.pending``)."""
+        ino = self.store.ino_of(node_id)
+        content = None if ino is None else self._files.get(ino)
+        return content is not None and content.dirty
 
     async def apply_remote(
         self, nodes: Iterable[wire.Node], *, cursor: str | None = None

@@ -48,7 +48,7 @@ import json
 import os
 import struct
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -391,9 +391,15 @@ class Store:
     def outbox_len(self) -> int:
         return self._outbox_count
 
+    #: Set by the file layer (``Operations``): True while ``node_id`` is an open file with
+    #: written data not sealed yet. Those edits are not in the outbox, but a remote change
+    #: applied over them would roll the node back under the open file.
+    unsealed: Callable[[str], bool] = staticmethod(lambda node_id: False)
+
     def pending(self, node_id: str) -> bool:
-        """True while ``node_id`` has ops in the outbox (local edits not yet pushed)."""
-        return node_id in self._queued
+        """True while ``node_id`` has local edits not yet pushed: ops in the outbox, or writes
+        to an open file not sealed yet."""
+        return node_id in self._queued or self.unsealed(node_id)
 
     def outbox_done(self, seqs: Iterable[int], revs: dict[str, int] | None = None) -> None:
         """Remove pushed ops and record the revisions the server gave (one synced batch).

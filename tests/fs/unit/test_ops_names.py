@@ -335,6 +335,30 @@ async def test_remote_changes_apply_and_keep_local_edits(drive) -> None:
     assert await errno_of(ops.lookup(ROOT_INO, b"moved.txt", CTX)) == errno.ENOENT
 
 
+async def test_remote_change_waits_while_an_open_file_has_unsealed_writes(drive) -> None:
+    """A pull landing between write() and the seal (e.g. the echo of this file's previous
+    push) must not roll the open file back: unsealed writes count as pending local edits."""
+    ops = drive.ops
+    cid = drive.source.add(b"remote bytes")
+    nid = "ee" * 16
+    n1 = wire.Node(nid, 1, "file", 0o644, 1, 1, 12, ((ROOT_ID, "open.txt"),), None, {},
+                   wire.Blocklist(((cid, 12),)), False, 1)  # fmt: skip
+    await ops.apply_remote([n1])
+    ino = (await ops.lookup(ROOT_INO, b"open.txt", CTX)).st_ino
+    fi = await ops.open(ino, os.O_WRONLY, CTX)
+    await ops.write(fi.fh, 12, b" and local ones")  # extends the file, not sealed yet
+    assert drive.store.pending(nid) and not drive.store.outbox_peek(None, sending=False)
+    cid2 = drive.source.add(b"a newer remote version")
+    n2 = wire.Node(nid, 1, "file", 0o644, 2, 2, 22, ((ROOT_ID, "open.txt"),), None, {},
+                   wire.Blocklist(((cid2, 22),)), False, 2)  # fmt: skip
+    ch = await ops.apply_remote([n2])
+    assert ch.kept_local == [nid]
+    assert (await ops.getattr(ino, CTX)).st_size == 27
+    await ops.release(fi.fh)  # seals: the local version goes to the outbox, to be pushed
+    assert not drive.store.pending(nid) or drive.store.outbox_peek(None, sending=False)
+    assert await read_all(ops, ino) == b"remote bytes and local ones"
+
+
 @pytest.mark.expect_warnings
 async def test_offline_uncached_read_is_eio_not_hang(drive) -> None:
     ops = drive.ops
