@@ -65,6 +65,40 @@ MISSING_RETRIES = 3  # an op still missing chunks after this many uploads is par
 MAX_ROUNDS = 1_000_000  # a bound on one drain; each round commits at least one op
 
 
+def safe_prefix(entries: list[Any], sent: frozenset[int] | set[int] = frozenset()) -> list[Any]:
+    """The longest prefix of ``entries`` in which no op depends on the outcome of an
+    earlier ``update`` of its node in the same commit.
+
+    An ``update`` or a conditional ``unlink`` behind an ``update`` of the same node would be
+    chained onto the revision that update produces (``chain_revs``). If the update is
+    refused as stale because another device made exactly one revision meanwhile, the
+    chained op MATCHES that revision: an unlink then deletes the other device's version
+    unseen. So such an op waits for the next commit, when ``outbox_done`` has given it the
+    revision the server really produced. A later ``update`` that ``coalesce`` folds into the
+    earlier one is fine (one op), except into an entry in ``sent`` (see ``coalesce``).
+    Chaining behind a ``create`` stays: a refused create leaves no node to match."""
+    updated: set[str] = set()  # nodes with an update earlier in the batch
+    foldable: set[str] = set()  # ... whose next update coalesce folds into it
+    for i, e in enumerate(entries):
+        op = e.op
+        if (
+            isinstance(op, (wire.Update, wire.Unlink))
+            and op.node in updated
+            and op.base_rev is not None
+            and not (isinstance(op, wire.Update) and op.node in foldable)
+        ):
+            return entries[:i]
+        if isinstance(op, (wire.Unlink, wire.Link)):
+            foldable.discard(op.node)
+        if isinstance(op, wire.Update):
+            updated.add(op.node)
+            if e.seq in sent:
+                foldable.discard(op.node)
+            else:
+                foldable.add(op.node)
+    return entries
+
+
 def chain_revs(ops: list[wire.Op]) -> list[wire.Op]:
     """Give later ops of a node the revision its earlier ops in the same batch produce."""
     after: dict[str, int] = {}
@@ -81,10 +115,16 @@ def chain_revs(ops: list[wire.Op]) -> list[wire.Op]:
     return out
 
 
-def coalesce(entries: list[Any]) -> tuple[list[Any], dict[int, list[int]]]:
+def coalesce(
+    entries: list[Any], sent: frozenset[int] | set[int] = frozenset()
+) -> tuple[list[Any], dict[int, list[int]]]:
     """Fold each ``update`` into the same node's earlier ``update`` of the batch
     (no ``unlink``/``link`` of that node in between). Returns the entries to send (with
-    merged ops) and, per kept entry seq, the seqs folded into it (done together with it)."""
+    merged ops) and, per kept entry seq, the seqs folded into it (done together with it).
+
+    Nothing is folded into an entry whose seq is in ``sent`` (sent in a commit whose answer
+    never came): the server may have applied it already, and would answer the merged op
+    by its op id with that stored result, dropping the folded content."""
     out: list[Any] = []
     folded: dict[int, list[int]] = {}
     last: dict[str, int] = {}  # node -> index in out of its latest create/update
@@ -101,7 +141,10 @@ def coalesce(entries: list[Any]) -> tuple[list[Any], dict[int, list[int]]]:
             continue
         out.append(e)
         if isinstance(op, wire.Update):
-            last[op.node] = len(out) - 1
+            if e.seq in sent:
+                last.pop(op.node, None)
+            else:
+                last[op.node] = len(out) - 1
     return out, folded
 
 
@@ -139,6 +182,10 @@ class Pusher:
         self.parked = 0
         self.committed = 0
         self._missing_streak: tuple[str, int] = ("", 0)
+        # Outbox seqs sent in a commit and not settled since (no answer: cut connection,
+        # server gone; or left queued behind missing chunks): nothing is folded into them
+        # (see coalesce). In memory: a restart forgets them.
+        self._unanswered: set[int] = set()
         self._on_applied = on_applied
         self.skipped: set[str] = set()  # the puller's (shared): see _catch_up
         self.resolver = Resolver(
@@ -173,12 +220,14 @@ class Pusher:
         entries = self._store.outbox_peek(BATCH)
         if not entries:
             return False
-        entries, folded = coalesce(entries)
+        entries, folded = coalesce(safe_prefix(entries, self._unanswered), self._unanswered)
         ops = chain_revs([e.op for e in entries])
         started = time.monotonic()
         up_chunks, up_bytes = self._uploader.uploaded_chunks, self._uploader.uploaded_bytes
         await self._upload_missing(chunk_ids(ops))
         async with self._lock:
+            # Until settled, these ops may be applied on the server already (see coalesce).
+            self._unanswered.update(e.seq for e in entries)
             results = await self._client.commit(self._ns, [op.to_json() for op in ops])
             clean, retry_missing, refused = self._settle(entries, ops, results, folded)
             await self._catch_up(ops, results)
@@ -265,6 +314,9 @@ class Pusher:
             else:
                 refused.append((op, res))
                 done.append(entry.seq)
+        # Ops left queued (behind a missing_chunks answer) may be applied on the server
+        # already: they stay in _unanswered, so nothing is folded into them.
+        self._unanswered.difference_update(done)
         self._store.outbox_done(done, revs)
         self.committed += len(done)
         return clean, retry_missing, refused

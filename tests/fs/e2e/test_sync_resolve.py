@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from cairn.core import ids, wire
+from cairn.core.errors import Unavailable
 from cairn.core.keys import DataKey
 from cairn.fs.cache import ChunkCache
 from cairn.fs.client import Client
@@ -244,6 +245,72 @@ async def test_rename_pushed_after_a_skipped_pull_takes_the_other_edit(
         assert b.tree() == {"renamed.txt": b.cid(b"edited on A")}
         await a.sync()
         assert a.tree() == {"renamed.txt": a.cid(b"edited on A")}
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.anyio
+async def test_delete_behind_a_refused_edit_keeps_the_other_version(
+    drive_server: DriveServer, tmp_path: Path
+) -> None:
+    """Issue 5, shrunk from the random test (seed 702987668): B edits then deletes a file
+    (both queued, one commit) while A's edit lands first. B's update is refused as stale;
+    its unlink must not be chained onto the revision that update would have made — that
+    is A's revision, and the delete would remove A's version unseen."""
+    a, b = await pair(drive_server, tmp_path)
+    try:
+        nid = a.create("doc.txt", b"base")
+        await a.sync()
+        await b.sync()
+        b.update(nid, b"from B")
+        b.unlink("doc.txt")
+        a.update(nid, b"from A")
+        await a.sync()
+        await b.sync()  # update stale -> copy; the delete is stale too -> A's file comes back
+        await a.sync()
+        for d in (a, b):
+            tree = d.tree()
+            assert tree.get("doc.txt") == d.cid(b"from A"), tree
+        assert a.tree() == b.tree() and not b.parked.exists()
+        assert b.store.outbox_len() == 0
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.anyio
+async def test_edit_after_an_unanswered_commit_is_not_folded_away(
+    drive_server: DriveServer, tmp_path: Path
+) -> None:
+    """The server applies B's update but the answer is lost (connection cut); B edits
+    again. The new content must not be folded into the sent op: the server answers that
+    op id with its stored result and the newer content would be dropped."""
+    a, b = await pair(drive_server, tmp_path)
+    try:
+        nid = a.create("doc.txt", b"base")
+        await a.sync()
+        await b.sync()
+        real_commit = b.client.commit
+        lose = [True]
+
+        async def commit_losing_one_answer(*args, **kwargs):  # type: ignore[no-untyped-def]
+            results = await real_commit(*args, **kwargs)
+            if lose:
+                lose.clear()
+                raise Unavailable("answer lost on the way back")
+            return results
+
+        b.client.commit = commit_losing_one_answer  # type: ignore[method-assign]
+        b.update(nid, b"B one")
+        with pytest.raises(Unavailable):
+            await b.agent.pusher.push_once()
+        b.update(nid, b"B two")
+        await b.sync()
+        await a.sync()
+        for d in (a, b):
+            assert d.tree() == {"doc.txt": d.cid(b"B two")}
+        assert b.store.outbox_len() == 0
     finally:
         await a.close()
         await b.close()
