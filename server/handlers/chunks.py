@@ -5,6 +5,13 @@ recomputed (422 on any mismatch) before anything is stored; the stored copy is t
 payload re-encrypted under the server's data key. Storage is shared by all users, but
 presence is only ever revealed to users who already reference a chunk (docs/api.md).
 
+``POST chunks/batch`` does the same for many chunks in one request (core/chunkbatch.py): the
+framing is checked first (a malformed body is refused whole, 400), then every record is
+verified on its own exactly like a single upload and answered on its own, so one bad frame
+does not cost the good ones beside it. Per batch the server does one verification pass in
+the CPU pool, one "which are stored?" query, the blob writes side by side, and one metadata
+transaction, instead of one of each per chunk.
+
 Order matters for crash safety: the blob is durable in the store before ``record_upload``
 makes the metadata point at it, so a crash in between leaves at worst an unreferenced blob
 (collected later), never a reference to nothing.
@@ -12,15 +19,19 @@ makes the metadata point at it, so a crash in between leaves at worst an unrefer
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from aiohttp import web
 
-from cairn.core import frame, ids
-from cairn.core.errors import InvalidArgument, NotFound, TooLarge
+from cairn.core import chunkbatch, frame, ids
+from cairn.core.errors import FrameError, InvalidArgument, NotFound, TooLarge
 from cairn.core.keys import DataKey
 
 from .. import metrics
 from ..appkeys import BLOBS, CONFIG, KEYS, META, UPLOADS, run_cpu
 from ..auth import caller
+from ..blobs import BlobStore
 from ..limits import read_body, read_json_object
 
 
@@ -35,6 +46,35 @@ def _verify_and_seal(body: bytes, cid: bytes, dedupe_key: bytes, key: DataKey) -
     """(plain length, frame encrypted for storage); raises FrameError subclasses (422)."""
     plain = frame.decode(body, cid, dedupe_key=dedupe_key)
     return len(plain), frame.encrypt_frame(body, cid, key)
+
+
+def _verify_batch(
+    records: list[tuple[bytes, memoryview]], dedupe_key: bytes, key: DataKey
+) -> list[tuple[int, bytes] | FrameError]:
+    """``_verify_and_seal`` of every record; a record that fails gets its error instead."""
+    out: list[tuple[int, bytes] | FrameError] = []
+    for cid, body in records:
+        try:
+            out.append(_verify_and_seal(body, cid, dedupe_key, key))
+        except FrameError as e:
+            out.append(e)
+    return out
+
+
+async def _put_all(blobs: BlobStore, sealed: list[tuple[bytes, bytes]]) -> None:
+    """Store every blob (side by side: the store bounds its own I/O); all are durable, or
+    the first failure is raised once every put has finished."""
+    done = await asyncio.gather(*(blobs.put(cid, b) for cid, b in sealed), return_exceptions=True)
+    for result in done:
+        if isinstance(result, BaseException):
+            raise result
+
+
+def _check_length(request: web.Request, limit: int) -> int | None:
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise TooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
+    return declared
 
 
 async def missing(request: web.Request) -> web.Response:
@@ -58,9 +98,7 @@ async def put_chunk(request: web.Request) -> web.Response:
     app = request.app
     me = caller(request)
     limit = app[CONFIG].limits.chunk_body
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise TooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
+    declared = _check_length(request, limit)
     # Bounds the chunk bodies held in memory at once, by bytes: released once the blob is
     # stored, so the metadata write below never holds up other uploads' bodies.
     budget = app[UPLOADS]
@@ -87,6 +125,49 @@ async def put_chunk(request: web.Request) -> web.Response:
     return web.json_response({"stored": stored}, status=201 if stored else 200)
 
 
+async def post_batch(request: web.Request) -> web.Response:
+    app = request.app
+    me = caller(request)
+    # A batch body is bounded like one chunk body, so the byte budget below bounds memory
+    # for batches and single uploads alike.
+    limit = app[CONFIG].limits.chunk_body
+    declared = _check_length(request, limit)
+    budget = app[UPLOADS]
+    held = await budget.acquire(limit if declared is None else declared)
+    try:
+        body = await read_body(request, limit)
+        records = chunkbatch.decode(body)
+        metrics.CHUNK_BYTES_IN.inc(sum(len(f) for _, f in records))
+        keys = app[KEYS]
+        outcomes = await run_cpu(request, _verify_batch, records, keys.dedupe_key, keys.data_key)
+        cids = [cid for cid, _ in records]
+        del records, body  # the frames are views into the body; only sealed copies stay
+        verified: dict[bytes, tuple[int, bytes]] = {}
+        for cid, outcome in zip(cids, outcomes, strict=True):
+            if not isinstance(outcome, FrameError):
+                verified.setdefault(cid, outcome)  # a repeated id is stored once
+        meta = app[META]
+        known = await meta.known_chunks(list(verified))
+        new = [cid for cid in verified if cid not in known]
+        await _put_all(app[BLOBS], [(cid, verified[cid][1]) for cid in new])
+        metrics.CHUNKS_STORED.inc(len(new))
+        metrics.DEDUPE_HITS.inc(len(verified) - len(new))
+        uploads = [(cid, plain, len(sealed)) for cid, (plain, sealed) in verified.items()]
+        del verified
+    finally:
+        budget.release(held)
+    await meta.record_uploads(me.user_id, uploads)
+    fresh = set(new)
+    results: list[dict[str, Any]] = []
+    for cid, outcome in zip(cids, outcomes, strict=True):
+        if isinstance(outcome, FrameError):
+            results.append({"id": cid.hex(), "error": outcome.code, "message": str(outcome)})
+        else:
+            results.append({"id": cid.hex(), "stored": cid in fresh})
+            fresh.discard(cid)
+    return web.json_response({"results": results})
+
+
 async def get_chunk(request: web.Request) -> web.StreamResponse:
     cid = _cid(request)
     app = request.app
@@ -104,6 +185,7 @@ async def get_chunk(request: web.Request) -> web.StreamResponse:
 
 ROUTES = [
     web.post("/api/v1/chunks/missing", missing, name="chunks_missing"),
+    web.post("/api/v1/chunks/batch", post_batch, name="chunks_batch"),
     web.put("/api/v1/chunks/{id}", put_chunk, name="chunk_put"),
     web.get("/api/v1/chunks/{id}", get_chunk, name="chunk_get"),
 ]

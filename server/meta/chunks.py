@@ -52,8 +52,18 @@ def missing_chunks(conn: Connection, user_id: int, ids: list[bytes]) -> list[byt
 
 
 def chunk_known(conn: Connection, cid: bytes) -> bool:
-    _check_ids([cid])
-    return conn.execute(select(chunks.c.id).where(chunks.c.id == cid)).first() is not None
+    return bool(known_chunks(conn, [cid]))
+
+
+def known_chunks(conn: Connection, ids: Sequence[bytes]) -> set[bytes]:
+    """The subset of ``ids`` stored for anyone (server-internal: decides which blobs to write;
+    never shown to a user, see the module docstring)."""
+    _check_ids(ids)
+    known: set[bytes] = set()
+    for part in batched(list(dict.fromkeys(ids))):
+        rows = conn.execute(select(chunks.c.id).where(chunks.c.id.in_(part)))
+        known.update(bytes(r[0]) for r in rows)
+    return known
 
 
 def user_has_chunk(conn: Connection, user_id: int, cid: bytes) -> bool:
@@ -64,26 +74,35 @@ def user_has_chunk(conn: Connection, user_id: int, cid: bytes) -> bool:
 def record_upload(
     conn: Connection, user_id: int, cid: bytes, plain_len: int, stored_len: int
 ) -> None:
-    """Make ``cid`` known (refcount 0 until a commit names it) and referenced by the user.
+    """``record_uploads`` of one chunk."""
+    record_uploads(conn, user_id, [(cid, plain_len, stored_len)])
+
+
+def record_uploads(
+    conn: Connection, user_id: int, uploads: Sequence[tuple[bytes, int, int]]
+) -> None:
+    """Make each ``(cid, plain_len, stored_len)`` known (refcount 0 until a commit names it)
+    and referenced by the user, in the caller's transaction.
 
     Idempotent: a second upload of the same chunk changes nothing. Call it only after the
-    chunk is durable in the blob store.
+    chunks are durable in the blob store.
     """
-    _check_ids([cid])
+    if not uploads:
+        return
+    _check_ids([u[0] for u in uploads])
     mod = sqlite if conn.dialect.name == "sqlite" else postgresql
+    now = time.time_ns()
+    unique = list({cid: (cid, p, s) for cid, p, s in uploads}.values())
     conn.execute(
-        mod.insert(chunks)
-        .on_conflict_do_nothing()
-        .values(
-            id=cid,
-            plain_len=plain_len,
-            stored_len=stored_len,
-            refcount=0,
-            created_ns=time.time_ns(),
-        )  # fmt: skip
+        mod.insert(chunks).on_conflict_do_nothing(),
+        [
+            {"id": cid, "plain_len": p, "stored_len": s, "refcount": 0, "created_ns": now}
+            for cid, p, s in unique
+        ],
     )
     conn.execute(
-        mod.insert(user_chunks).on_conflict_do_nothing().values(user_id=user_id, chunk=cid)
+        mod.insert(user_chunks).on_conflict_do_nothing(),
+        [{"user_id": user_id, "chunk": cid} for cid, _, _ in unique],
     )
 
 

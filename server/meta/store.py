@@ -395,6 +395,16 @@ class MetaStore:
         await self.db.write(chunks.record_upload, user_id, cid, plain_len, stored_len)
 
     @translated
+    async def known_chunks(self, ids: list[bytes]) -> set[bytes]:
+        """The subset of ``ids`` stored for anyone (server-internal, like ``chunk_known``)."""
+        return await self.db.read_inline(chunks.known_chunks, ids)
+
+    @translated
+    async def record_uploads(self, user_id: int, uploads: list[tuple[bytes, int, int]]) -> None:
+        """``record_upload`` of many ``(cid, plain_len, stored_len)`` in one transaction."""
+        await self.db.write(chunks.record_uploads, user_id, uploads)
+
+    @translated
     async def user_has_chunk(self, user_id: int, cid: bytes) -> bool:
         return await self.db.read_inline(chunks.user_has_chunk, user_id, cid)
 
