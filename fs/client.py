@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from cairn.core import errors
+from cairn.core import chunkbatch, errors
 from cairn.core.errors import CairnError, RateLimited, Unavailable
 
 log = logging.getLogger("cairn.fs.client")
@@ -167,6 +167,38 @@ class Client:
             timeout=CHUNK_TIMEOUT,
         )
         return resp.status_code == 201
+
+    async def put_chunks(self, records: list[tuple[bytes, bytes]]) -> list[bool]:
+        """Upload many ``(raw chunk id, plain frame)`` in one request (``chunks/batch``:
+        1..``chunkbatch.MAX_RECORDS`` records, body within the server's chunk body limit, else
+        ``TooLarge``). Returns, in order, True for each record the server stored a new copy
+        of. Idempotent. A record the server refused raises its typed error (``IdMismatch``,
+        ``FrameCorrupt`` ...) naming the chunk; the other records are stored all the same.
+        """
+        body = chunkbatch.encode(records)
+        answer = await self._json(
+            "POST",
+            f"{API}/chunks/batch",
+            content=body,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=CHUNK_TIMEOUT,
+        )
+        try:
+            results = answer["results"]
+            ok = len(results) == len(records) and all(
+                r["id"] == cid.hex() for r, (cid, _) in zip(results, records, strict=False)
+            )
+        except (KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise Unavailable("server answered a chunk batch with the wrong results")
+        for r in results:
+            if "error" in r:
+                code, message = str(r["error"]), str(r.get("message", ""))
+                cls = _BY_CODE.get(code)
+                text = f"chunk {r['id']}: {message or code}"
+                raise cls(text) if cls is not None else RemoteError(code, text)
+        return [bool(r.get("stored")) for r in results]
 
     async def get_chunk(self, cid: str) -> bytes:
         """The plain frame of chunk ``cid`` (unverified: the caller decodes with its id)."""
