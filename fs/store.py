@@ -182,6 +182,7 @@ class Txn:
     def outbox_append(self, op: wire.Op) -> None:
         seq = self._s._next_seq
         self._s._next_seq += 1
+        self._s._inflight.add(seq)
         self.put(_k(_O, seq), json.dumps(op.to_json(), separators=(",", ":")).encode())
         self._ops.append((seq, op.node))
         if isinstance(op, wire.Create):
@@ -208,6 +209,7 @@ class Txn:
         s._write(self._w, sync)
         for seq, nid in self._ops:
             s._queued.setdefault(nid, set()).add(seq)
+            s._inflight.discard(seq)
         s._outbox_count += len(self._ops) - len(self._done)
         for seq, nid in self._creates:
             s._creates[nid] = seq
@@ -236,6 +238,8 @@ class Store:
         self._creates: dict[str, int] = {}  # node id -> seq of its queued create
         self._peeked_upto = 0
         self._next_seq = 1
+        self._head = 0  # no queued op has a lower seq (seqs only grow: outbox_append)
+        self._inflight: set[int] = set()  # seqs appended by txns not committed yet
         last = self._last_key(_O)
         if last is not None:
             self._next_seq = _U64.unpack(last[1:])[0] + 1
@@ -376,10 +380,17 @@ class Store:
         ``sending=False`` for a look that will not send them (status, counting): only a
         sending peek stops the store from folding new content into a queued ``create``."""
         out: list[OutboxEntry] = []
-        for key, raw in self._scan(_O, _O):
+        # Start at the first entry the previous peek found, not at the prefix: every seq
+        # below it is gone, and seeking from the prefix would step over the tombstones of
+        # all pushed ops (thousands after a burst of creates) on every peek.
+        for key, raw in self._scan(_k(_O, self._head), _O):
             if n is not None and len(out) >= n:
                 break
             out.append(OutboxEntry(_U64.unpack(key[1:])[0], _op_from_json(json.loads(raw))))
+        head = out[0].seq if out else self._next_seq
+        if self._inflight:  # appended by a txn not committed yet: may still land
+            head = min(head, min(self._inflight))
+        self._head = head
         if out and sending:
             self._peeked_upto = max(self._peeked_upto, out[-1].seq)
         return out

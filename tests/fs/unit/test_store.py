@@ -189,3 +189,32 @@ def test_apply_remote_echo_only_moves_the_revision(tmp_path: Path) -> None:
     ch = store.apply_remote([grown])
     assert ch.content == {xi} and store.blocklist(xi) == grown.blocklist
     store.close()
+
+
+def test_peek_skips_pushed_ops_and_sees_late_commits(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "db", ROOT_ID)
+    for i in range(50):
+        add_file(store, ROOT_INO, f"f{i}")
+    for _ in range(5):  # push in batches, as the pusher does (2 ops per file)
+        batch = store.outbox_peek(10)
+        store.outbox_done([e.seq for e in batch])
+    assert [e.op.op_id for e in store.outbox_peek(None)][:1] == [
+        "c-" + store.node(store.lookup(ROOT_INO, "f25")).id  # type: ignore[arg-type, union-attr]
+    ]
+    store.outbox_done([e.seq for e in store.outbox_peek(None)])
+    assert store.outbox_peek(1) == []
+    # a txn that appended before an (empty) peek and commits after it is still seen
+    txn = store.txn()
+    node = Node(txn.alloc_ino(), new_node_id(), "file", 0o644, 1, 1, 5, 5)
+    txn.add_name(node, ROOT_INO, "late")
+    txn.put_node(node)
+    txn.outbox_append(wire.Create("c-late", node.id, ROOT_ID, "late", 0o644, 5, wire.Blocklist()))
+    later = add_file(store, ROOT_INO, "later")
+    assert [e.op.op_id for e in store.outbox_peek(None)] == ["c-" + later.id, "u-" + later.id]
+    txn.commit()
+    assert [e.op.op_id for e in store.outbox_peek(None)] == [
+        "c-late",
+        "c-" + later.id,
+        "u-" + later.id,
+    ]
+    store.close()
