@@ -142,10 +142,13 @@ class Drive:
             self.ops = _make_ops(self, dev)
         except BaseException:
             self.store.close()
+            if hasattr(self, "cache"):
+                self.cache.close()
             raise
 
     def close(self) -> None:
         self.store.close()
+        self.cache.close()
 
 
 def _make_ops(drive: Drive, dev):  # type: ignore[no-untyped-def]

@@ -23,3 +23,4 @@ async def drive(tmp_path: Path) -> AsyncIterator[Drive]:
     for content in list(d.ops._files.values()):
         content.discard()
     d.store.close()
+    d.cache.close()

@@ -1,5 +1,6 @@
 """The chunk cache: encrypted at rest, uploadable plain frames, LRU eviction that never drops
-dirty chunks, state that survives a reopen, corrupt entries dropped; and the in-memory
+dirty chunks, state that survives a reopen, corrupt entries dropped — each for small frames
+(kept in the cache's RocksDB) and large ones (a file each); and the in-memory
 ``ByteQueue`` (a streaming file's tail) and ``PlainLRU`` (decoded chunks, one load each)."""
 
 from __future__ import annotations
@@ -16,25 +17,37 @@ from cairn.core import frame, ids
 from cairn.core.errors import NotFound
 from cairn.core.keys import DataKey
 from cairn.fs.blocks import ByteQueue, PlainLRU
-from cairn.fs.cache import ChunkCache
+from cairn.fs.cache import SMALL_FRAME, ChunkCache
 from tests.fs.unit.helpers import DEDUPE
 
+SMALL, LARGE = 4000, SMALL_FRAME + 4000  # random data: frames as large as the chunk
+SIZES = pytest.mark.parametrize("n", [SMALL, LARGE], ids=["small", "large"])
 
-def chunk(i: int, n: int = 4000) -> tuple[bytes, bytes]:
+
+def chunk(i: int, n: int = SMALL) -> tuple[bytes, bytes]:
     data = os.urandom(n - 8) + i.to_bytes(8, "big")
     return ids.chunk_id(DEDUPE, data), data
 
 
-def test_roundtrip_encrypted_at_rest_and_plain_frame(tmp_path: Path) -> None:
+def frame_files(root: Path) -> list[Path]:
+    return [p for sub in ("dirty", "clean") for p in (root / sub).rglob("*") if p.is_file()]
+
+
+@SIZES
+def test_roundtrip_encrypted_at_rest_and_plain_frame(tmp_path: Path, n: int) -> None:
     key = DataKey.generate()
     cache = ChunkCache(tmp_path, key, 1 << 20)
-    data = b"secret text " * 300
+    data = b"secret text " * 10 + os.urandom(n - 120)  # random: the frame stays this large
     cid = ids.chunk_id(DEDUPE, data)
     assert cache.put(cid, data) is True
     assert cache.put(cid, data) is False  # idempotent
     assert cache.get(cid) == data
+    cache.fsync([cid])
     on_disk = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
-    assert b"secret text" not in on_disk and frame.peek(on_disk).encrypted
+    assert b"secret text" not in on_disk
+    assert len(frame_files(tmp_path)) == (0 if n == SMALL else 1)  # small: in the database
+    stored = cache._read(cid)
+    assert stored is not None and frame.peek(stored).encrypted
     plain = cache.plain_frame(cid)
     assert not frame.peek(plain).encrypted
     assert frame.decode(plain, cid, dedupe_key=DEDUPE) == data
@@ -43,12 +56,14 @@ def test_roundtrip_encrypted_at_rest_and_plain_frame(tmp_path: Path) -> None:
     assert cache.get(b"\0" * 32) is None
 
 
-def test_eviction_never_drops_dirty_chunks(tmp_path: Path) -> None:
-    cache = ChunkCache(tmp_path, DataKey.generate(), limit=20_000)
-    dirty = [chunk(i) for i in range(8)]  # ~32 KB of dirty data: over the limit
+@SIZES
+def test_eviction_never_drops_dirty_chunks(tmp_path: Path, n: int) -> None:
+    limit = 5 * n
+    cache = ChunkCache(tmp_path, DataKey.generate(), limit=limit)
+    dirty = [chunk(i, n) for i in range(8)]  # 8 chunks of dirty data: over the limit
     for cid, data in dirty:
         cache.put(cid, data, level=None)
-    clean = [chunk(100 + i) for i in range(5)]
+    clean = [chunk(100 + i, n) for i in range(5)]
     for cid, data in clean:
         cache.put_frame(cid, frame.encode(cid, data, level=None))
     assert all(cache.get(cid) == data for cid, data in dirty)
@@ -58,37 +73,51 @@ def test_eviction_never_drops_dirty_chunks(tmp_path: Path) -> None:
     # after upload they become evictable, least recently used first
     cache.get(dirty[7][0])
     cache.mark_clean([cid for cid, _ in dirty])
-    assert cache.used <= 20_000
+    assert cache.used <= limit
     assert cache.has(dirty[7][0]) and not cache.has(dirty[0][0])
     assert cache.dirty_ids() == []
+    assert cache.get(dirty[7][0]) == dirty[7][1]
+    cache.close()
+    again = ChunkCache(tmp_path, DataKey.generate(), limit=limit)
+    assert again.used == cache.used  # evicted entries are gone from disk too
 
 
-def test_state_survives_reopen(tmp_path: Path) -> None:
+@SIZES
+def test_state_survives_reopen(tmp_path: Path, n: int) -> None:
     key = DataKey.generate()
     cache = ChunkCache(tmp_path, key, 1 << 20)
-    (c1, d1), (c2, d2) = chunk(1), chunk(2)
+    (c1, d1), (c2, d2) = chunk(1, n), chunk(2, n)
     cache.put(c1, d1)
     cache.put(c2, d2)
     cache.mark_clean([c2])
     (tmp_path / "tmp" / "half-written").write_bytes(b"junk")
+    cache.close()
     again = ChunkCache(tmp_path, key, 1 << 20)
-    assert again.dirty_ids() == [c1] and again.has(c2)
+    assert again.dirty_ids() == [c1] and again.has(c2) and not again.is_dirty(c2)
     assert again.get(c1) == d1 and again.get(c2) == d2
     assert not (tmp_path / "tmp" / "half-written").exists()
     assert again.used == cache.used
 
 
+@SIZES
 @pytest.mark.expect_warnings
-def test_corrupt_entry_is_dropped_not_returned(tmp_path: Path) -> None:
+def test_corrupt_entry_is_dropped_not_returned(tmp_path: Path, n: int) -> None:
     cache = ChunkCache(tmp_path, DataKey.generate(), 1 << 20)
-    cid, data = chunk(3)
+    cid, data = chunk(3, n)
     cache.put_frame(cid, frame.encode(cid, data))
-    path = next(p for p in (tmp_path / "clean").rglob("*") if p.is_file())
-    raw = bytearray(path.read_bytes())
-    raw[-1] ^= 1
-    path.write_bytes(bytes(raw))
+    if n == SMALL:
+        raw = bytearray(cache._db[b"c" + cid])
+        raw[-1] ^= 1
+        cache._db[b"c" + cid] = bytes(raw)
+    else:
+        path = next(iter(frame_files(tmp_path)))
+        raw = bytearray(path.read_bytes())
+        raw[-1] ^= 1
+        path.write_bytes(bytes(raw))
     assert cache.get(cid) is None
     assert not cache.has(cid)
+    cache.close()
+    assert not ChunkCache(tmp_path, DataKey.generate(), 1 << 20).has(cid)  # gone for good
 
 
 # --- in-memory structures of the data path -------------------------------------------------

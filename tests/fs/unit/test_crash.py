@@ -69,3 +69,4 @@ async def test_fsynced_data_survives_kill_9(tmp_path: Path) -> None:
         assert list(ops.staging_dir.iterdir()) == []
     finally:
         drive.store.close()
+        drive.cache.close()
