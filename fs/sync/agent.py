@@ -125,6 +125,7 @@ class SyncAgent:
         if self.online is False:
             log.info("server reachable again; uploading pending changes")
             self._push_wake.set()
+            self.hints.kick()
         self.online = True
         self.last_sync = time.time()
 

@@ -11,6 +11,11 @@
   attempt, with exponential backoff and jitter between failed attempts
   (``Backoff(BASE, CAP)``), so a dead server is not hammered and a live one is used at once.
 
+``kick()`` (the agent calls it when a pull or push reaches the server after a failure) ends
+the current wait at once and resets the backoff: the server is back, so the socket is
+reopened now rather than after up to ``CAP`` seconds, and changes other devices commit right
+after the reconnect are not left to the safety pull.
+
 ``on_online()`` is called when the socket opens and ``on_offline(err)`` when the fallback
 poll cannot reach the server: the agent's online flag follows the socket, so a cut is seen
 at once even with no pull or push due. ``connected`` is True while the socket is open (``cairn status``). Hints are advisory: the
@@ -67,6 +72,14 @@ class HintListener:
         self.hints = 0
         self.mode = "starting"  # "websocket" | "long-poll" | "starting"
         self._seen: dict[int, int] = {}
+        self._waiting: trio.CancelScope | None = None  # the fallback wait kick() ends
+        self._kicked = False
+
+    def kick(self) -> None:
+        """The server answered someone else: stop waiting and reconnect now."""
+        self._kicked = True
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     def _on_message(self, text: str | bytes, first: bool) -> None:
         try:
@@ -93,6 +106,7 @@ class HintListener:
             max_message_size=MAX_MESSAGE,
         ) as ws:
             self.connected, self.mode = True, "websocket"
+            self._waiting = None  # open: a kick() has nothing to cut short any more
             log.info("listening for change hints")
             self._on_online()
             first = True
@@ -112,17 +126,26 @@ class HintListener:
     async def run(self) -> None:
         backoff = Backoff(BASE, CAP)
         for _ in range(10**9):  # bounded only by cancellation, in practice
+            self._kicked = False
             try:
-                await self._websocket()
-                backoff.reset()
-                continue  # the server closed it (a restart): reconnect at once
+                # kick() also ends a connect attempt still in progress: one started while
+                # the network was cut can hang until CONNECT_TIMEOUT.
+                with trio.CancelScope() as self._waiting:
+                    await self._websocket()
+                    backoff.reset()
+                    continue  # the server closed it (a restart): reconnect at once
             except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed,
                     OSError, trio.TooSlowError, ValueError) as e:  # fmt: skip
                 if self.mode != "long-poll":
                     log.info("change hints socket unavailable (%s); falling back to long-poll", e)
+            finally:
+                self._waiting = None
+            if self._kicked:
+                backoff.reset()
+                continue
             # Until the next WebSocket attempt, long-poll (a live server answers at once
             # when the feed moves; a dead one fails fast and we just wait).
-            with trio.move_on_after(backoff.next_delay()):
+            with trio.move_on_after(backoff.next_delay()) as self._waiting:
                 for _ in range(10**6):
                     try:
                         await self._long_poll()
@@ -132,6 +155,9 @@ class HintListener:
                     except (CairnError, OSError):
                         await trio.sleep(CAP)  # cancelled by the move_on_after above
                     await trio.sleep(0.1)  # a cursor the puller has not caught up yet
+            self._waiting = None
+            if self._kicked:
+                backoff.reset()
 
     def status(self) -> dict[str, Any]:
         return {"connected": self.connected, "mode": self.mode, "hints": self.hints}

@@ -20,11 +20,13 @@ from cairn.fs.cache import ChunkCache
 from cairn.fs.client import Client
 from cairn.fs.records import OutboxEntry
 from cairn.fs.store import Node, Store, new_node_id, new_op_id
+from cairn.fs.sync import hints as hints_mod
 from cairn.fs.sync.agent import SyncAgent
 from cairn.fs.sync.conflicts import copy_name
 from cairn.fs.sync.hints import HintListener
 from cairn.fs.sync.pusher import coalesce
 from tests.support.drive import PASSWORD, DriveServer
+from tests.support.netproxy import NetProxy
 
 COPY = re.compile(r"^(.*) \(conflicted copy (\w+) \d{4}-\d{2}-\d{2} \d{6}\)(.*)$")
 
@@ -372,3 +374,43 @@ async def test_hints_wake_the_puller(drive_server: DriveServer, tmp_path: Path) 
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.mark.anyio
+async def test_kick_reconnects_hints_at_once_after_a_cut(
+    drive_server: DriveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a cut, the listener's backoff would wait (here: 60 s, by patching the bounds)
+    before reopening the socket; ``kick()`` — called by the agent when a push or pull
+    reaches the server again — reopens it at once, so commits other devices make right
+    after the reconnect wake the puller without waiting for the safety pull."""
+    monkeypatch.setattr(hints_mod, "BASE", 60.0)
+    monkeypatch.setattr(hints_mod, "CAP", 60.0)
+    a, b = await pair(drive_server, tmp_path)
+    offline, online = trio.Event(), [trio.Event()]
+    with NetProxy(("127.0.0.1", drive_server.port)) as proxy:
+        client = Client(proxy.url, b.client.token)
+        listener = HintListener(
+            client, b.store.cursor, lambda: None,
+            on_online=lambda: online[-1].set(), on_offline=lambda e: offline.set(),
+        )  # fmt: skip
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(listener.run)
+                with trio.fail_after(20):
+                    await online[-1].wait()
+                online.append(trio.Event())
+                proxy.cut()
+                with trio.fail_after(20):
+                    await offline.wait()  # the fallback poll failed: waiting out the backoff
+                assert not listener.connected
+                proxy.restore()
+                listener.kick()
+                with trio.fail_after(20):  # without kick(): 60 s
+                    await online[-1].wait()
+                assert listener.connected
+                nursery.cancel_scope.cancel()
+        finally:
+            await client.aclose()
+            await a.close()
+            await b.close()
