@@ -60,6 +60,7 @@ Concurrency (trio, one thread; CPU and disk work on worker threads)
 
 from __future__ import annotations
 
+import bisect
 import errno
 import logging
 import stat
@@ -92,6 +93,20 @@ log = logging.getLogger("cairn.fs.ops")
 _TYPE_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
 _TYPE_CODE_BITS = tuple(_TYPE_BITS[t] for t in TYPE_NAMES)  # by the record's type code
 _DIR_CODE = TYPE_NAMES.index("dir")
+# Directory listings kept built (entries in all cached listings together; a directory with
+# more is listed straight from the store every time).
+LISTING_CACHE_ENTRIES = 200_000
+
+
+class _Listing:
+    """A directory's built readdir entries at one ``Store.listing_stamp``, cookie order."""
+
+    __slots__ = ("stamp", "cookies", "rows")
+
+    def __init__(self, stamp: int, rows: list[tuple[bytes, pyfuse3.EntryAttributes, int, int]]):
+        self.stamp = stamp
+        self.rows = rows  # (name, attributes, cookie, child ino)
+        self.cookies = [row[2] for row in rows]
 
 
 def _now() -> int:
@@ -144,6 +159,8 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
         self._chunk_sync = GroupSync(self._fsync_chunks)
         self._wal_sync = GroupSync(self._sync_all)
         self._kernel_seen: dict[int, tuple[int, int]] = {}
+        self._listings: dict[int, _Listing] = {}
+        self._listed = 0  # entries held in _listings
         self._readahead: set[bytes] = set()
         self._nursery: trio.Nursery | None = None
         self.mounted = False
@@ -326,10 +343,58 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
             a.st_ctime_ns = ctime if ctime > mtime else mtime
             yield name, a, cookie
 
+    def _listing(self, inode: int, start_id: int) -> _Listing | None:
+        """The built listing of ``inode`` if it is current, else (at offset 0) a new one,
+        else None (list from the store). Built only from offset 0 and up to the cache's
+        room: a listing that starts there usually reads to the end."""
+        stamp = self.store.listing_stamp(inode)
+        cached = self._listings.get(inode)
+        if cached is not None:
+            if cached.stamp == stamp:
+                return cached
+            del self._listings[inode]
+            self._listed -= len(cached.rows)
+        if start_id != 0:
+            return None
+        rows = []
+        for name, attr, cookie in self.readdir_entries(inode, 0):
+            rows.append((name, attr, cookie, attr.st_ino))
+            if len(rows) > LISTING_CACHE_ENTRIES:
+                return None
+        if self._listed + len(rows) > LISTING_CACHE_ENTRIES:
+            self._listings.clear()
+            self._listed = 0
+        listing = _Listing(stamp, rows)
+        self._listings[inode] = listing
+        self._listed += len(rows)
+        return listing
+
+    def readdir_listing(
+        self, inode: int, start_id: int
+    ) -> Iterator[tuple[bytes, pyfuse3.EntryAttributes, int]]:
+        """What ``readdir_entries`` yields, from the directory's built listing while no
+        commit changed the directory or a child's record since it was built
+        (``Store.listing_stamp``); open files always get their current attributes."""
+        listing = self._listing(inode, start_id)
+        if listing is None:
+            yield from self.readdir_entries(inode, start_id)
+            return
+        files = self._files
+        rows = listing.rows
+        for i in range(bisect.bisect_right(listing.cookies, start_id), len(rows)):
+            name, attr, cookie, child = rows[i]
+            if child in files:  # open: size and mtime may be ahead of the record
+                attrs = self.store.attrs(child)
+                if attrs is None:
+                    continue
+                attr = self._attr(attrs)
+            yield name, attr, cookie
+
     @translate
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        # no await in here: the listing cannot change while it is being sent
         reply = pyfuse3.readdir_reply
-        for name, attr, nxt in self.readdir_entries(fh, start_id):
+        for name, attr, nxt in self.readdir_listing(fh, start_id):
             if not reply(token, name, attr, nxt):
                 break
 

@@ -442,3 +442,75 @@ async def test_readdir_attributes_match_getattr_for_every_kind(drive) -> None:
         assert stat.S_ISLNK(listed[b"link"].st_mode) and listed[b"link"].st_size == 12
     finally:
         await ops.release(fi.fh)
+
+
+async def test_built_listing_follows_every_change(drive) -> None:
+    """readdir serves a directory's listing built once while nothing changed it; after
+    each kind of change (names, child attributes, open files, links elsewhere, remote
+    changes) it must equal a listing straight from the store, from any offset."""
+    ops = drive.ops
+    d = (await ops.mkdir(ROOT_INO, b"d", 0o755, CTX)).st_ino
+    other = (await ops.mkdir(ROOT_INO, b"other", 0o755, CTX)).st_ino
+    for i in range(20):
+        await create(ops, d, f"f{i:02d}", b"x" * i)
+
+    def same() -> None:
+        want = [(n, c, {k: getattr(a, k) for k in _ATTR_FIELDS})
+                for n, a, c in ops.readdir_entries(d, 0)]  # fmt: skip
+        got = [(n, c, {k: getattr(a, k) for k in _ATTR_FIELDS})
+               for n, a, c in ops.readdir_listing(d, 0)]  # fmt: skip
+        assert got == want
+        mid = want[len(want) // 2][1] if want else 0
+        assert [n for n, _, _ in ops.readdir_listing(d, mid)] == [
+            n for n, _, _ in ops.readdir_entries(d, mid)
+        ]
+
+    same()
+    assert ops._listings.get(d) is not None  # built, and served from now on
+    await create(ops, d, "new", b"abc")
+    same()
+    f3 = (await ops.lookup(d, b"f03", CTX)).st_ino
+    await ops.setattr(f3, _mode(0o600), Fields(mode=True), None, CTX)
+    same()
+    fi = await ops.open(f3, os.O_WRONLY, CTX)
+    await ops.write(fi.fh, 0, b"y" * 1000)  # unsealed: the size comes from the open file
+    same()
+    await ops.release(fi.fh)
+    same()
+    await ops.link(f3, other, b"hard", CTX)  # nlink of an entry changes from elsewhere
+    same()
+    await ops.setxattr(f3, b"user.k", b"v", CTX)  # ctime
+    same()
+    await ops.rename(d, b"f04", other, b"moved", 0, CTX)
+    same()
+    await ops.unlink(d, b"f05", CTX)
+    same()
+    names = ((drive.store.node(d).id, "remote"),)
+    for rev, mode in ((1, 0o644), (2, 0o600)):  # a remote file arrives, then changes
+        await ops.apply_remote(
+            [
+                wire.Node(
+                    "ab" * 16,
+                    1,
+                    "file",
+                    mode,
+                    99_000 + rev,
+                    rev,
+                    0,
+                    names,
+                    None,
+                    {},
+                    wire.Blocklist(),
+                    False,
+                    rev,
+                )
+            ]  # fmt: skip
+        )
+        same()
+    assert b"remote" in [n for n, _, _ in ops.readdir_listing(d, 0)]
+
+
+def _mode(mode: int) -> pyfuse3.EntryAttributes:
+    a = pyfuse3.EntryAttributes()
+    a.st_mode = stat.S_IFREG | mode
+    return a
