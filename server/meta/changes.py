@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, bindparam
@@ -71,10 +72,17 @@ def check_limit(limit: Any) -> int:
 
 
 def changes_page(
-    conn: Connection, heads: dict[int, int], cursor: dict[int, int], limit: int
+    heads: dict[int, int],
+    cursor: dict[int, int],
+    limit: int,
+    fetch: Callable[[int, int, int], list[dict[str, Any]]],
 ) -> dict[str, Any]:
-    """One page of the feed over the namespaces in ``heads`` (``{ns: current seq}``, read
-    before the nodes, in the same connection)."""
+    """One page of the feed over the namespaces in ``heads`` (``{ns: current seq}``).
+
+    ``fetch(ns, since, lim)`` returns up to ``lim`` node objects (with blocklist) of ``ns``
+    whose seq is past ``since``, in seq order; it must read the same snapshot as ``heads``
+    (one read transaction), which was read first.
+    """
     entries: list[dict[str, Any]] = []
     new_cursor: dict[int, int] = {}
     has_more = False
@@ -89,18 +97,28 @@ def changes_page(
             new_cursor[ns] = since
             has_more = True
             continue
-        rows = conn.execute(_SINCE, {"ns": ns, "since": since, "lim": room + 1}).all()
-        more = len(rows) > room
-        states = [
-            state_from_row(r, None if r.blocklist is None else bytes(r.blocklist))
-            for r in rows[:room]
-        ]
-        attach_names_xattrs(conn, states)
-        entries.extend({"ns": ns, "seq": s.seq, "node": s.to_json()} for s in states)
+        found = fetch(ns, since, room + 1)
+        more = len(found) > room
+        found = found[:room]
+        entries.extend({"ns": ns, "seq": node["seq"], "node": node} for node in found)
         if more:
             has_more = True
-            new_cursor[ns] = states[-1].seq
+            new_cursor[ns] = found[-1]["seq"]
         else:
             # Everything up to the head read before this query is now delivered.
-            new_cursor[ns] = max([head] + [s.seq for s in states])
+            new_cursor[ns] = max([head] + [node["seq"] for node in found])
     return {"entries": entries, "cursor": encode_cursor(new_cursor), "has_more": has_more}
+
+
+def since_fetch(conn: Connection) -> Callable[[int, int, int], list[dict[str, Any]]]:
+    """``changes_page``'s ``fetch`` over a SQLAlchemy connection."""
+
+    def fetch(ns: int, since: int, lim: int) -> list[dict[str, Any]]:
+        rows = conn.execute(_SINCE, {"ns": ns, "since": since, "lim": lim}).all()
+        states = [
+            state_from_row(r, None if r.blocklist is None else bytes(r.blocklist)) for r in rows
+        ]
+        attach_names_xattrs(conn, states)
+        return [s.to_json() for s in states]
+
+    return fetch

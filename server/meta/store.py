@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
@@ -21,8 +20,8 @@ from cairn.core import wire
 from cairn.core.errors import ConfigError, InvalidArgument, NotADirectory, NotFound, TooLarge
 from cairn.core.names import split_path
 
-from . import auth, chunks, migrate
-from .changes import MAX_LIMIT, changes_page, check_limit, decode_cursor
+from . import auth, chunks, migrate, sqlite_reads
+from .changes import MAX_LIMIT, changes_page, check_limit, decode_cursor, since_fetch
 from .commit import apply_batch
 from .db import Database, translated
 from .models import Device, NamespaceInfo, User
@@ -97,7 +96,7 @@ def _get_node(conn: Connection, user_id: int, ns: int, node_id: str) -> dict[str
 
 def _list_children(
     conn: Connection, user_id: int, ns: int, node_id: str, after: str | None, limit: int
-) -> tuple[Sequence[Any], dict[str, NodeState]]:
+) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
     _check_access(conn, user_id, ns)
     kind = conn.execute(_KIND, {"id": node_id, "ns": ns}).scalar()
     if kind is None:
@@ -109,11 +108,13 @@ def _list_children(
         rows = conn.execute(_CHILDREN, params).all()
     else:
         rows = conn.execute(_CHILDREN_AFTER, params | {"after": after}).all()
+    page = rows[:limit]
     states: dict[str, NodeState] = {}
-    for r in rows[:limit]:
+    for r in page:
         states.setdefault(r.id, state_from_row(r))
     attach_names_xattrs(conn, list(states.values()))
-    return rows, states
+    nodes_json = {node_id: s.to_json(False) for node_id, s in states.items()}
+    return [(r.entry_name, nodes_json[r.id]) for r in page], len(rows) > limit
 
 
 def _resolve(conn: Connection, user_id: int, ns: int, parts: list[str]) -> dict[str, Any]:
@@ -171,7 +172,7 @@ def _heads(conn: Connection, user_id: int) -> dict[int, int]:
 
 
 def _changes(conn: Connection, user_id: int, since: dict[int, int], limit: int) -> dict[str, Any]:
-    return changes_page(conn, _heads(conn, user_id), since, limit)
+    return changes_page(_heads(conn, user_id), since, limit, since_fetch(conn))
 
 
 def _namespaces(conn: Connection, user_id: int) -> list[NamespaceInfo]:
@@ -193,10 +194,16 @@ def _commit(
 
 
 class MetaStore:
-    """Users, devices, namespaces, nodes, revisions, journal and chunk references."""
+    """Users, devices, namespaces, nodes, revisions, journal and chunk references.
+
+    The hot reads (token, access, node, children, changes, heads, chunk presence) go to
+    ``sqlite_reads`` through ``Database.read_raw`` on SQLite, to the SQLAlchemy functions of
+    this package on PostgreSQL.
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._sqlite = db.is_sqlite
         # token hash -> (expiry on the monotonic clock, device or None)
         self._tokens: dict[bytes, tuple[float, Device | None]] = {}
 
@@ -270,7 +277,10 @@ class MetaStore:
         hit = self._tokens.get(token_hash)
         if hit is not None and hit[0] > now:
             return hit[1]
-        device = await self.db.read_inline(auth.device_by_token, token_hash)
+        if self._sqlite:
+            device = await self.db.read_raw(sqlite_reads.device_by_token, token_hash)
+        else:
+            device = await self.db.read(auth.device_by_token, token_hash)
         if len(self._tokens) >= TOKEN_CACHE_SIZE:
             self._tokens.clear()
         self._tokens[token_hash] = (now + TOKEN_CACHE_TTL, device)
@@ -311,7 +321,10 @@ class MetaStore:
     @translated
     async def check_access(self, user_id: int, ns: int) -> None:
         """``NotFound`` unless ``user_id`` may see namespace ``ns``."""
-        await self.db.read_inline(_check_access, user_id, ns)
+        if self._sqlite:
+            await self.db.read_raw(sqlite_reads.check_access, user_id, ns)
+        else:
+            await self.db.read(_check_access, user_id, ns)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -319,7 +332,9 @@ class MetaStore:
     async def get_node(self, user_id: int, ns: int, node_id: str) -> dict[str, Any]:
         """The node object with its blocklist (deleted nodes too, ``deleted: true``)."""
         wire.node_id(node_id, "node id")
-        return await self.db.read_inline(_get_node, user_id, ns, node_id)
+        if self._sqlite:
+            return await self.db.read_raw(sqlite_reads.get_node, user_id, ns, node_id)
+        return await self.db.read(_get_node, user_id, ns, node_id)
 
     @translated
     async def list_children(
@@ -330,12 +345,13 @@ class MetaStore:
         check_limit(limit)
         after = _listing_after(cursor)
         wire.node_id(node_id, "node id")
-        rows, states = await self.db.read_inline(_list_children, user_id, ns, node_id, after, limit)
-        page = rows[:limit]
+        fn = sqlite_reads.list_children if self._sqlite else _list_children
+        run = self.db.read_raw if self._sqlite else self.db.read
+        page, more = await run(fn, user_id, ns, node_id, after, limit)  # type: ignore[operator]
         return {
-            "entries": [{"name": r.entry_name, "node": states[r.id].to_json(False)} for r in page],
-            "cursor": _listing_cursor(page[-1].entry_name) if page else (cursor or ""),
-            "has_more": len(rows) > limit,
+            "entries": [{"name": name, "node": node} for name, node in page],
+            "cursor": _listing_cursor(page[-1][0]) if page else (cursor or ""),
+            "has_more": more,
         }
 
     @translated
@@ -362,12 +378,17 @@ class MetaStore:
     async def changes(self, user_id: int, cursor: str | None, limit: int) -> dict[str, Any]:
         """A page of the compacted feed: ``{"entries", "cursor", "has_more"}``."""
         check_limit(limit)
-        return await self.db.read_inline(_changes, user_id, decode_cursor(cursor), limit)
+        since = decode_cursor(cursor)
+        if self._sqlite:
+            return await self.db.read_raw(sqlite_reads.changes, user_id, since, limit)
+        return await self.db.read(_changes, user_id, since, limit)
 
     @translated
     async def seqs(self, user_id: int) -> dict[int, int]:
         """Current seq of every namespace the user sees (for hints and long-poll)."""
-        return await self.db.read_inline(_heads, user_id)
+        if self._sqlite:
+            return await self.db.read_raw(sqlite_reads.heads, user_id)
+        return await self.db.read(_heads, user_id)
 
     def cursor_seqs(self, cursor: str) -> dict[int, int]:
         """``{ns: seq}`` of a changes cursor; ``InvalidArgument`` if malformed."""
@@ -380,12 +401,16 @@ class MetaStore:
         """The ids this user does not reference (deduplicated, in request order)."""
         if len(ids) > MAX_LIMIT:
             raise TooLarge(f"at most {MAX_LIMIT} ids per query")
-        return await self.db.read_inline(chunks.missing_chunks, user_id, ids)
+        if self._sqlite:
+            return await self.db.read_raw(sqlite_reads.missing_chunks, user_id, ids)
+        return await self.db.read(chunks.missing_chunks, user_id, ids)
 
     @translated
     async def chunk_known(self, cid: bytes) -> bool:
         """Stored for anyone (server-internal: decides whether to write the blob)."""
-        return await self.db.read_inline(chunks.chunk_known, cid)
+        if self._sqlite:
+            return await self.db.read_raw(sqlite_reads.chunk_known, cid)
+        return await self.db.read(chunks.chunk_known, cid)
 
     @translated
     async def record_upload(
@@ -406,7 +431,9 @@ class MetaStore:
 
     @translated
     async def user_has_chunk(self, user_id: int, cid: bytes) -> bool:
-        return await self.db.read_inline(chunks.user_has_chunk, user_id, cid)
+        if self._sqlite:
+            return await self.db.read_raw(sqlite_reads.user_has_chunk, user_id, cid)
+        return await self.db.read(chunks.user_has_chunk, user_id, cid)
 
     @translated
     async def chunk_refcounts(self, ids: list[bytes]) -> dict[bytes, int]:
