@@ -17,7 +17,10 @@ function as one transaction and await the result:
   ONE writer thread, which serializes them in this process, and start with
   ``BEGIN IMMEDIATE`` so the file's write lock is held from the first statement; another
   process (``cairn-server user add``) waits up to ``busy_timeout``. Every connection runs
-  with WAL, ``synchronous=FULL``, ``busy_timeout`` and foreign keys on.
+  with WAL, ``synchronous=FULL``, ``busy_timeout`` and foreign keys on. ``read_raw`` is
+  ``read_inline`` for the hottest reads written against plain ``sqlite3``
+  (``sqlite_reads.py``): its own dedicated connection (``query_only``), prepared statements
+  from ``sqlite3``'s statement cache, tuples instead of SQLAlchemy rows.
 - PostgreSQL: asyncpg through SQLAlchemy's async engine; ``fn`` runs via
   ``AsyncConnection.run_sync`` (greenlet adaptation, no threads). Writers run concurrently;
   commit.py serializes commits per namespace with ``SELECT ... FOR UPDATE``.
@@ -31,6 +34,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -74,7 +79,7 @@ def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             return await fn(*args, **kwargs)
         except CairnError:
             raise
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
             log.error("metadata database error in %s: %s", fn.__name__, exc)
             raise Unavailable("metadata database unavailable; retry") from exc
 
@@ -100,6 +105,10 @@ class Database:
         self._readers: ThreadPoolExecutor | None = None
         self._writer: Writer | None = None
         self._inline: Connection | None = None
+        self._raw_inline: sqlite3.Connection | None = None
+        self._raw_local = threading.local()  # the reader pool threads' raw connections
+        self._raw_conns: list[sqlite3.Connection] = []
+        self._raw_lock = threading.Lock()
         self.inline_fallbacks = 0  # inline reads that hit SQLITE_BUSY and went to the pool
         try:
             if self.is_sqlite:
@@ -114,7 +123,7 @@ class Database:
                 )
                 _setup_sqlite(self.sync_engine)
                 self._readers = ThreadPoolExecutor(SQLITE_READERS, "cairn-meta-read")
-                self._writer = Writer(self.sync_engine)
+                self._writer = Writer(self.sync_engine, self.sync_engine.url.database)
             elif url.startswith("postgresql+asyncpg://"):
                 self.async_engine = create_async_engine(
                     url, pool_size=10, max_overflow=10, pool_pre_ping=True
@@ -137,6 +146,10 @@ class Database:
             # Let queued transactions finish, then close the pooled connections.
             await loop.run_in_executor(None, self._writer.stop)
             await loop.run_in_executor(None, self._readers.shutdown, True)
+            with self._raw_lock:
+                raw, self._raw_conns, self._raw_inline = self._raw_conns, [], None
+            for c in raw:
+                c.close()
             self.sync_engine.dispose()
         if self.async_engine is not None:
             await self.async_engine.dispose()
@@ -188,6 +201,49 @@ class Database:
             self._inline = conn
         with conn.begin():
             return fn(conn, *args, **kwargs)
+
+    async def read_raw(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """SQLite only: ``fn(conn, *args)`` on a plain ``sqlite3`` connection in a read
+        transaction (``sqlite_reads``), run like ``read_inline``: on the event loop thread,
+        on a dedicated connection with the short busy timeout, and on SQLITE_BUSY once more
+        on the reader pool (a per-thread connection with the normal busy timeout)."""
+        assert self.sync_engine is not None, "read_raw is the SQLite backend's path"
+        conn = self._raw_inline
+        if conn is None:
+            conn = self._raw_inline = self._raw_connect(INLINE_BUSY_TIMEOUT_MS)
+        try:
+            return _raw_txn(conn, fn, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy_text(str(exc)):
+                raise
+        self.inline_fallbacks += 1
+        call = functools.partial(self._raw_pooled, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._readers, call)
+
+    def _raw_pooled(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        conn = getattr(self._raw_local, "conn", None)
+        if conn is None:
+            conn = self._raw_local.conn = self._raw_connect(BUSY_TIMEOUT_MS)
+        return _raw_txn(conn, fn, *args, **kwargs)
+
+    def _raw_connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
+        assert self.sync_engine is not None
+        path = self.sync_engine.url.database
+        assert path, "in-memory databases are refused in __init__"
+        # isolation_level=None: no implicit transactions, _raw_txn says BEGIN itself.
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
+        conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        conn.execute("PRAGMA query_only=ON")  # a read path: refuse any write outright
+        with self._raw_lock:
+            self._raw_conns.append(conn)
+        return conn
 
     async def write(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -265,8 +321,26 @@ class Database:
 
 def _is_busy(exc: OperationalError) -> bool:
     """SQLITE_BUSY / SQLITE_LOCKED as pysqlite reports them."""
-    text_ = str(exc.orig).lower()
+    return _is_busy_text(str(exc.orig))
+
+
+def _is_busy_text(message: str) -> bool:
+    text_ = message.lower()
     return "locked" in text_ or "busy" in text_
+
+
+def _raw_txn(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(conn, ...)`` inside BEGIN ... COMMIT (one WAL snapshot; read-only, so COMMIT
+    only ends it)."""
+    conn.execute("BEGIN")
+    try:
+        result = fn(conn, *args, **kwargs)
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
 
 
 def _setup_sqlite(engine: Engine) -> None:
