@@ -6,7 +6,9 @@ Measures, with issue 5's goals beside each figure:
   close() returning on A until B reads the new content (polling B's mount every 2 ms);
   p50/p99 over ``--changes`` changes (goal p50 <= 300 ms, p99 <= 1 s).
 - bulk small files: ``--files`` x 4 KiB files created on A; time from the first create until
-  B lists all of them (goal <= 10 s, must be <= 20 s); B's contents are checked afterwards.
+  B lists all of them (goal <= 10 s, must be <= 20 s), and how long B trails the last create
+  on A (what sync adds to the creation time); B's contents are checked afterwards. The
+  server's requests during this phase are counted by route (``/metrics``).
 - big-file edits on a ``--big-mib`` MiB file (half random, half text-like): bytes the server
   received (``cairn_chunk_bytes_in_total`` on ``/metrics``) and the close() time on A for a
   1-byte overwrite in the middle and for a 1-byte insert at offset 0 (the file rewritten
@@ -114,6 +116,18 @@ class Server:
                     return int(float(line.split()[1]))
         raise BenchError("no cairn_chunk_bytes_in_total on /metrics")
 
+    def requests(self) -> dict[str, int]:
+        """Requests answered so far, by route name (``cairn_http_requests_total``)."""
+        out: dict[str, int] = {}
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                m = re.match(r"cairn_http_requests_total\{(.*)\} (\S+)$", line)
+                if m:
+                    route = re.search(r'route="([^"]*)"', m.group(1))
+                    key = route.group(1) if route else "?"
+                    out[key] = out.get(key, 0) + int(float(m.group(2)))
+        return out
+
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
@@ -196,8 +210,12 @@ def bench_latency(a: Drive, b: Drive, changes: int, deadline: float) -> list[flo
     return samples
 
 
-def bench_bulk(a: Drive, b: Drive, files: int, deadline: float) -> tuple[float, float]:
-    """(seconds to create on A, seconds until B lists them all), contents checked after."""
+def bench_bulk(
+    srv: Server, a: Drive, b: Drive, files: int, deadline: float
+) -> tuple[float, float, dict[str, int]]:
+    """(seconds to create on A, seconds until B lists them all, server requests by route
+    meanwhile), contents checked after."""
+    before = srv.requests()
     (a.mnt / "bulk").mkdir()
     body = os.urandom(4096)
     t0 = time.monotonic()
@@ -214,11 +232,13 @@ def bench_bulk(a: Drive, b: Drive, files: int, deadline: float) -> tuple[float, 
 
     wait_until(all_listed, deadline, f"B to list {files} files", alive=b.alive)
     visible = time.monotonic() - t0
+    after = srv.requests()
+    requests = {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
     for i in range(0, files, max(1, files // 200)):  # content check, after the clock
         got = (b.mnt / "bulk" / f"s{i:05d}").read_bytes()
         if got != body[: 4096 - 5] + b"%05d" % i:
             raise BenchError(f"B read wrong content for bulk/s{i:05d}")
-    return created, visible
+    return created, visible, requests
 
 
 def _timed_close_write(path: Path, offset: int | None, data: bytes) -> float:
@@ -353,7 +373,7 @@ def main() -> int:
         a, b = drives
         lat = bench_latency(a, b, args.changes, args.deadline)
         a.settle(args.deadline)
-        created, visible = bench_bulk(a, b, args.files, args.deadline)
+        created, visible, bulk_requests = bench_bulk(srv, a, b, args.files, args.deadline)
         big = bench_big(srv, a, b, args.big_mib * MiB, args.deadline)
         rs = bench_rsync(base, args.big_mib * MiB)
     except BenchError as e:
@@ -375,6 +395,7 @@ def main() -> int:
         [f"{args.files} x 4 KiB created on A", "s", f"{created:.1f}", "", ""],
         [f"{args.files} x 4 KiB visible on B", "s", f"{visible:.1f}", "<= 10 (must <= 20)",
          "ok" if visible <= 10 else "MISS" if visible > 20 else "slow"],
+        ["  B trails the last create on A by", "s", f"{visible - created:.1f}", "", ""],
     ]  # fmt: skip
     for (label, sent, secs), (_, rsent, rsecs) in zip(big, rs, strict=True):
         rows.append([f"{label}: uploaded", "KiB", f"{sent / 1024:,.1f}", "<= 8,192",
@@ -384,6 +405,9 @@ def main() -> int:
         rows.append([f"  rsync {label}: sent", "KiB", f"{rsent / 1024:,.1f}", "baseline", ""])
         rows.append([f"  rsync {label}: wall", "ms", fmt_ms(rsecs), "baseline", ""])
     print(table(["measure", "unit", "cairn", "goal", "verdict"], rows))
+    busiest = sorted(bulk_requests.items(), key=lambda kv: -kv[1])
+    print("server requests during the bulk phase: "
+          + ", ".join(f"{route} {n}" for route, n in busiest))  # fmt: skip
     return 0
 
 

@@ -11,22 +11,24 @@ dozen requests instead of 10,000; a large frame keeps its own ``PUT``. A batch t
 finds too large (a server configured with a smaller body limit) is split in halves, down to
 single PUTs.
 
-Memory: each of the ``concurrency`` workers holds the batch it is filling (≤ BATCH_BYTES)
-and at most one large frame (≤ 16 MiB + header), read from the cache just before it is
-sent, so uploading a 10 GiB file costs a few frames, not the file.
+Shape: one planner task reads the frames from the cache in order (``READ_AHEAD`` small
+ones side by side) and cuts them into requests; ``concurrency`` sender tasks send them. A
+handful of ids (the pusher's steady trickle while files are being created) thus makes one
+request, not one per sender, and a long run of small frames keeps every sender busy.
 
-Concurrency: the workers share one iterator over the ids; ``next()`` on it never awaits, so
-each id goes to exactly one worker.
+Memory: each sender holds one request (a batch ≤ BATCH_BYTES, or one large frame ≤ 16 MiB
++ header) and the planner the batch it is filling plus its read window (one large frame at
+a time: after a large frame it reads one by one), so uploading a 10 GiB file costs a few
+frames, not the file.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
-from cairn.core import chunkbatch
 from cairn.core.errors import TooLarge
 
 from ..client import Client
@@ -43,6 +45,7 @@ BATCH_CHUNKS = 256
 # Frame bytes per batch: no more than one full-size chunk (chunker.MAX_SIZE), so a batch in
 # flight when the mount dies costs at most what one large PUT would to send again.
 BATCH_BYTES = 4 << 20
+READ_AHEAD = 8  # small frames read from the cache side by side
 
 FrameReader = Callable[[bytes], Awaitable[bytes]]
 Batch = list[tuple[bytes, bytes]]
@@ -91,33 +94,62 @@ class Uploader:
         self.uploaded_chunks += len(batch)
         self.uploaded_bytes += sum(len(f) for _, f in batch)
 
-    async def _worker(self, pending: Iterator[bytes]) -> None:
+    async def _read_many(self, ids: Sequence[bytes]) -> list[bytes]:
+        if len(ids) == 1:
+            return [await self._read_frame(ids[0])]
+        frames: list[bytes] = [b""] * len(ids)
+
+        async def one(i: int) -> None:
+            frames[i] = await self._read_frame(ids[i])
+
+        async with trio.open_nursery() as nursery:
+            for i in range(len(ids)):
+                nursery.start_soon(one, i)
+        return frames
+
+    async def _plan(self, ids: Sequence[bytes], send: trio.MemorySendChannel[Batch]) -> None:
+        """Read the frames (a few at a time) and hand the senders one request at a time:
+        a batch of small frames, or one large frame."""
         batch: Batch = []
         size = 0
-        for cid in pending:
-            frame = await self._read_frame(cid)
-            if len(frame) > SMALL_FRAME:
-                await self._put_one(cid, frame)
-                continue
-            if batch and (
-                len(batch) >= min(BATCH_CHUNKS, chunkbatch.MAX_RECORDS)
-                or size + len(frame) > BATCH_BYTES
-            ):
-                await self._put_batch(batch)
-                batch, size = [], 0
-            batch.append((cid, frame))
-            size += len(frame)
+        pos = 0
+        window = READ_AHEAD
+        while pos < len(ids):
+            group = ids[pos : pos + window]
+            pos += len(group)
+            frames = await self._read_many(group)
+            # After a large frame read one at a time: large frames come in runs (a big
+            # file), and a window of them would hold READ_AHEAD large frames at once.
+            window = READ_AHEAD if all(len(f) <= SMALL_FRAME for f in frames) else 1
+            for cid, frame in zip(group, frames, strict=True):
+                if len(frame) > SMALL_FRAME:
+                    await send.send([(cid, frame)])
+                    continue
+                if batch and (len(batch) >= BATCH_CHUNKS or size + len(frame) > BATCH_BYTES):
+                    await send.send(batch)
+                    batch, size = [], 0
+                batch.append((cid, frame))
+                size += len(frame)
         if batch:
-            await self._put_batch(batch)
+            await send.send(batch)
+
+    async def _sender(self, recv: trio.MemoryReceiveChannel[Batch]) -> None:
+        async with recv:
+            async for batch in recv:
+                await self._put_batch(batch)
 
     async def upload(self, ids: Sequence[bytes]) -> None:
         if not ids:
             return
-        pending = iter(list(dict.fromkeys(ids)))
+        unique = list(dict.fromkeys(ids))
+        send, recv = trio.open_memory_channel[Batch](0)
         try:
             async with trio.open_nursery() as nursery:
-                for _ in range(min(self._concurrency, len(ids))):
-                    nursery.start_soon(self._worker, pending)
+                async with recv:
+                    for _ in range(self._concurrency):
+                        nursery.start_soon(self._sender, recv.clone())
+                async with send:
+                    await self._plan(unique, send)
         except BaseExceptionGroup as group:
             # The contract is one error, as a single call would raise it (the agent's loop
             # tells Unavailable from the rest); a group of cancellations stays as it is.
@@ -125,7 +157,7 @@ class Uploader:
             if errors is None:
                 raise
             raise _first_leaf(errors) from None
-        log.debug("uploaded %d chunks", len(ids))
+        log.debug("uploaded %d chunks in %d requests so far", len(unique), self.requests)
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -80,10 +80,16 @@ async def test_small_chunks_go_in_batches_large_ones_alone(srv: ServerProcess) -
         assert up.uploaded_chunks == len(small) + len(large)
         # every frame arrived exactly once
         assert _bytes_in(srv) - before == sum(len(f) for f in frames.frames.values())
-        # batches of at most BATCH_CHUNKS, at most one partial batch per worker
-        most = len(small) // BATCH_CHUNKS + DEFAULT_CONCURRENCY + len(large)
-        assert len(large) < up.requests <= most, up.requests
+        # full batches of BATCH_CHUNKS (4 KiB frames: the byte bound is not reached) and
+        # one PUT per large frame
+        assert up.requests == -(-len(small) // BATCH_CHUNKS) + len(large), up.requests
         await up.upload([])  # nothing to do
+        # a trickle of a few new chunks is one request, not one per sender
+        few = [frames.add(os.urandom(4096)) for _ in range(DEFAULT_CONCURRENCY * 2)]
+        sent = up.requests
+        await up.upload(few)
+        assert up.requests == sent + 1
+        assert await _missing(client, few) == []
 
 
 @pytest.mark.anyio
