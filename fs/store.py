@@ -74,7 +74,7 @@ ROOT_INO = 1
 _U64 = struct.Struct(">Q")
 _N, _B, _I, _D, _O, _M, _Z = b"n", b"b", b"i", b"d", b"o", b"m", b"z"
 _NEXT_INO = _M + b"next_ino"
-RECORDS_MAX = 200_000  # node records kept in memory (~200 bytes each)
+RECORDS_MAX = 100_000  # node records kept in memory (~250 bytes each with the dict)
 _CURSOR = _M + b"cursor"
 
 
@@ -91,7 +91,13 @@ def _dkey(parent: int, name: str) -> bytes:
     )
 
 
+def _op_nodes(obj: dict[str, Any]) -> list[str]:
+    """The nodes a queued op keeps pending: its own, and those it displaces (``_held``)."""
+    return [obj["node"], *obj.get("_held", ())]
+
+
 def _op_from_json(obj: dict[str, Any]) -> wire.Op:
+    obj = {k: v for k, v in obj.items() if k != "_held"}  # local bookkeeping, not wire
     # wire.parse_op insists on base_rev >= 1 (what the server accepts); queued ops of a node
     # not yet pushed carry 0 until outbox_done rewrites them.
     if obj.get("op") == "update" and obj.get("base_rev") == 0:
@@ -185,12 +191,20 @@ class Txn:
         if (parent, name) in node.names:
             node.names.remove((parent, name))
 
-    def outbox_append(self, op: wire.Op) -> None:
+    def outbox_append(self, op: wire.Op, *, held: tuple[str, ...] = ()) -> None:
+        """Queue ``op``. ``held``: other nodes this op changes locally, e.g. the node a
+        replacing rename deletes: they count as ``pending`` until the op is pushed, so a
+        pull cannot bring back what the server still has of them (a replaced file would
+        reappear under its old name until the next pull)."""
         seq = self._s._next_seq
         self._s._next_seq += 1
         self._s._inflight.add(seq)
-        self.put(_k(_O, seq), json.dumps(op.to_json(), separators=(",", ":")).encode())
+        obj = op.to_json()
+        if held:
+            obj["_held"] = list(held)
+        self.put(_k(_O, seq), json.dumps(obj, separators=(",", ":")).encode())
         self._ops.append((seq, op.node))
+        self._ops.extend((seq, nid) for nid in held)
         if isinstance(op, wire.Create):
             self._creates.append((seq, op.node))
 
@@ -220,7 +234,8 @@ class Txn:
         for seq, nid in self._ops:
             s._queued.setdefault(nid, set()).add(seq)
             s._inflight.discard(seq)
-        s._outbox_count += len(self._ops) - len(self._done)
+        # an op holding other nodes is listed once per node: count seqs
+        s._outbox_count += len({q for q, _ in self._ops}) - len({q for q, _ in self._done})
         for seq, nid in self._creates:
             s._creates[nid] = seq
         for seq, nid in self._done:
@@ -262,7 +277,8 @@ class Store:
         if last is not None:
             self._next_seq = _U64.unpack(last[1:])[0] + 1
         for seq, obj in self._outbox_raw():
-            self._queued.setdefault(obj["node"], set()).add(seq)
+            for nid in _op_nodes(obj):
+                self._queued.setdefault(nid, set()).add(seq)
             self._outbox_count += 1
             if obj["op"] == "create":
                 self._creates[obj["node"]] = seq
@@ -467,7 +483,7 @@ class Store:
             if raw is None:
                 continue
             txn.delete(_k(_O, seq))
-            txn._done.append((seq, json.loads(raw)["node"]))
+            txn._done.extend((seq, nid) for nid in _op_nodes(json.loads(raw)))
         for node_id, rev in (revs or {}).items():
             self._set_base_rev(txn, node_id, rev)
         txn.commit(sync=True)

@@ -277,7 +277,8 @@ class TreeOps:
         src.ctime_ns = _now()
         txn.put_node(src)
         txn.outbox_append(wire.Rename(new_op_id(), src.id, old_parent.id, old, new_parent.id, new,
-                                      replace=dst is not None))  # fmt: skip
+                                      replace=dst is not None),
+                          held=() if dst is None else (dst.id,))  # fmt: skip
         self._touch(txn, src.ctime_ns, old_parent, new_parent)
         txn.commit()
 

@@ -51,6 +51,7 @@ from typing import Any
 import trio
 
 from cairn.core import wire
+from cairn.core.errors import NotFound
 
 from ..client import Client
 from ..statedir import write_private
@@ -249,24 +250,45 @@ class Pusher:
 
     async def _catch_up(self, ops: list[wire.Op], results: list[dict[str, Any]]) -> None:
         """A pull skipped these nodes' remote changes while our ops were queued; now that
-        the server applied our op, take the node as the server has it (its commit result),
-        e.g. our rename with the other device's content."""
+        the server applied our op, take the node as the server has it, e.g. our rename with
+        the other device's content.
+
+        A commit result shows the node as that op left it, mid-batch: a later op of the
+        same batch may have renamed, unlinked or (``replace``) deleted it. Applying that
+        stale state resurrected replaced files under their old name and took the name
+        from the node now holding it. So a result is used only when no later op of the
+        batch touches the node and no later rename replaces anything; otherwise the
+        node's current state is fetched from the server."""
         if not self.skipped:
             return
-        nodes = []
-        for op, res in zip(ops, results, strict=False):
+        nodes: list[wire.Node] = []
+        refetch: list[str] = []
+        seen: set[str] = set()
+        for i in range(len(ops) - 1, -1, -1):  # newest first: the last op of each node
+            op, res = ops[i], results[i] if i < len(results) else {}
+            if op.node in seen:
+                continue
+            seen.add(op.node)
             node = res.get("node")
             if (
-                op.node in self.skipped
-                and res.get("status") == "applied"
-                and isinstance(node, dict)
+                op.node not in self.skipped
+                or res.get("status") != "applied"
+                or not isinstance(node, dict)
+                or self._store.pending(op.node)
             ):
-                if node.get("type") == "file" and node.get("blocklist") is None:
-                    continue
+                continue
+            later_replace = any(isinstance(o, wire.Rename) and o.replace for o in ops[i + 1 :])
+            if later_replace or (node.get("type") == "file" and node.get("blocklist") is None):
+                refetch.append(op.node)
+            else:
                 nodes.append(wire.Node.from_json(node))
+        for node_id in refetch:
+            try:
+                nodes.append(wire.Node.from_json(await self._client.node(self._ns, node_id)))
+            except NotFound:
+                continue  # gone for good: the changes feed brings its deletion
         for n in nodes:
-            if not self._store.pending(n.id):
-                self.skipped.discard(n.id)
+            self.skipped.discard(n.id)
         if nodes:
             changes = self._store.apply_remote(nodes)
             if self._on_applied is not None:

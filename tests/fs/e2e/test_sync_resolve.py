@@ -414,3 +414,40 @@ async def test_kick_reconnects_hints_at_once_after_a_cut(
             await client.aclose()
             await a.close()
             await b.close()
+
+
+@pytest.mark.anyio
+async def test_catch_up_does_not_apply_a_mid_batch_state(
+    drive_server: DriveServer, tmp_path: Path
+) -> None:
+    """A commit result shows a node as its op left it, before later ops of the same batch.
+    Batch [update X, rename E over X's name]: applying X's result (alive, at "c") after the
+    commit brought the replaced X back and took "c" from E (fsx seed 10). Only a node's
+    current state may be applied."""
+    a, b = await pair(drive_server, tmp_path)
+    try:
+        x_id = a.create("c", b"x v1")
+        a.create("e", b"e v1")
+        await a.sync()
+        a.update(x_id, b"x v2")
+        a.agent.puller.skipped.add(x_id)  # a pull saw X while the update was queued
+        txn = a.store.txn()
+        x = txn.node(txn.lookup(1, "c"))
+        e = txn.node(txn.lookup(1, "e"))
+        txn.remove_name(x, 1, "c")
+        txn.drop_node(x)
+        txn.remove_name(e, 1, "e")
+        txn.add_name(e, 1, "c")
+        txn.put_node(e)
+        r = a.root_id
+        txn.outbox_append(
+            wire.Rename(new_op_id(), e.id, r, "e", r, "c", replace=True), held=(x_id,)
+        )
+        txn.commit(sync=True)
+        await a.agent.pusher.push_once()  # one batch: [update X, rename E over "c"]
+        assert a.tree() == {"c": a.cid(b"e v1")}
+        await a.agent.puller.pull_once()
+        assert a.tree() == {"c": a.cid(b"e v1")}
+    finally:
+        await a.close()
+        await b.close()
