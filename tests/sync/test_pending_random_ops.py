@@ -49,12 +49,15 @@ class Model:
         self.written: set[str] = set()
         self.superseded: set[str] = set()
 
-    def held(self, path: Path) -> None:
-        """The device held ``path``'s current content and is about to replace it."""
+    def held(self, path: Path) -> bool:
+        """The device holds ``path``'s current content and is about to replace it. False
+        when it cannot read it (e.g. EIO: not cached while the proxy is cut): the caller
+        then skips the op, since which version it would replace is unknown."""
         try:
             self.superseded.add(sha(path.read_bytes()))
         except OSError:
-            pass
+            return False
+        return True
 
     def wrote(self, path: Path) -> None:
         self.written.add(sha(path.read_bytes()))
@@ -75,18 +78,21 @@ def one_op(rng: random.Random, dev, model: Model, n: int, seed: int) -> str:  # 
         model.wrote(path)
     elif kind == "write":
         path = rng.choice(files)
-        model.held(path)
+        if not model.held(path):
+            return f"{dev.name} {kind} {path.relative_to(dev.mnt)} skipped: unreadable"
         path.write_bytes(body)
         model.wrote(path)
     elif kind == "append":
         path = rng.choice(files)
-        model.held(path)
+        if not model.held(path):
+            return f"{dev.name} {kind} {path.relative_to(dev.mnt)} skipped: unreadable"
         with open(path, "ab") as f:
             f.write(body)
         model.wrote(path)
     elif kind == "truncate":
         path = rng.choice(files)
-        model.held(path)
+        if not model.held(path):
+            return f"{dev.name} {kind} {path.relative_to(dev.mnt)} skipped: unreadable"
         size = path.stat().st_size
         os.truncate(path, rng.randint(0, size))
         with open(path, "ab") as f:  # a unique marker keeps every version distinct
@@ -98,7 +104,8 @@ def one_op(rng: random.Random, dev, model: Model, n: int, seed: int) -> str:  # 
         os.rename(path, dst)
     elif kind == "delete":
         path = rng.choice(files)
-        model.held(path)
+        if not model.held(path):
+            return f"{dev.name} {kind} {path.relative_to(dev.mnt)} skipped: unreadable"
         os.unlink(path)
     else:
         path = rng.choice(dirs) / f"d{n}"
