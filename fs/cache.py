@@ -108,6 +108,7 @@ class ChunkCache:
             leftover.unlink()
         opts = rocksdict.Options(raw_mode=True)
         opts.create_if_missing(True)
+        opts.set_write_buffer_size(16 << 20)  # bounds the memtable's share of the RSS
         self._db = rocksdict.Rdict(str(self.root / "small"), opts)
         self._scan()
 

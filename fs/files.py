@@ -137,7 +137,8 @@ class FileOps:
             return
         content.discard()
         del self._files[content.ino]
-        node = self.store.node(content.ino)
+        attrs = self.store.attrs(content.ino)  # header only: its link count is len(names)
+        node = None if attrs is None or attrs.nlink else self.store.node(content.ino)
         if node is not None and not node.names:
             txn = self.store.txn()
             txn.drop_node(node)

@@ -32,11 +32,14 @@ Behaviour notes
   values up to 64 KiB, 64 per node (E2BIG beyond), synced as ``setattr`` ops.
 - Ownership (uid/gid) is local only; the server has no owners. Directory mtimes follow
   entry changes locally and are not synced (a pull may reset them to the server's).
-- Timeouts: entry and attr 1 s. ``keep_cache`` on open when size and mtime are what the
+- Timeouts: entry and attr 60 s (remote changes invalidate explicitly). ``keep_cache`` on open when size and mtime are what the
   kernel saw at the previous open (remote changes also invalidate explicitly).
 - ``RENAME_EXCHANGE`` is three ``rename`` ops through a temporary name in the same outbox
   batch (the API has no exchange); the server applies them in one transaction when the
   pusher sends them together.
+- readdir: a directory's listing is built once (entries with attributes) and served again
+  while ``Store.listing_stamp`` is unchanged (no commit touched its entries or a child's
+  record); open files get their current attributes at every serve.
 - Writes: sequential writes stream through the chunker (``fs/staging.py``); others go to a
   sparse staging file and are re-chunked around the edits at seal (``fs/seal.py``). Seal
   on the last release and on fsync; fsync makes chunk files durable, then writes the batch
@@ -95,7 +98,7 @@ _TYPE_CODE_BITS = tuple(_TYPE_BITS[t] for t in TYPE_NAMES)  # by the record's ty
 _DIR_CODE = TYPE_NAMES.index("dir")
 # Directory listings kept built (entries in all cached listings together; a directory with
 # more is listed straight from the store every time).
-LISTING_CACHE_ENTRIES = 200_000
+LISTING_CACHE_ENTRIES = 100_000
 
 
 class _Listing:
