@@ -228,6 +228,19 @@ def render_status(state: StateDir) -> str:
         )
     elif "store_error" in st:
         lines.append(f"pending:  unknown ({st['store_error']})")
+    up = st.get("upload")
+    if isinstance(up, dict):
+        lines.append(
+            f"uploading: {up.get('chunks', 0)} of {up.get('total', 0)} chunks "
+            f"({_size(up.get('bytes', 0))} sent)"
+        )
+    down = st.get("download")
+    if isinstance(down, dict) and (down.get("chunks") or down.get("inflight")):
+        lines.append(
+            f"downloads: {down.get('inflight', 0)} chunks in flight; {down.get('chunks', 0)} "
+            f"chunks ({_size(down.get('bytes', 0))}) fetched since mount"
+            + (f", {down['failed']} failed" if down.get("failed") else "")
+        )
     limit = st.get("cache_limit")
     lines.append(
         f"cache:    {_size(st.get('cache_used'))} used"

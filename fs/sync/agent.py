@@ -85,6 +85,7 @@ class SyncAgent:
         self.invalidate_hook: Any = None  # set by the mount: async fn(Changes)
         self.quota_hook: Any = None  # set by the mount: fn(total | None, used)
         self._last_me = 0.0
+        self.downloads = Downloads()  # counted by RemoteSource
 
     # --- hooks for the ops layer and the mount --------------------------------------------
 
@@ -211,6 +212,8 @@ class SyncAgent:
             "cache_limit": self.cache.limit,
             "cache_dirty": self.cache.dirty_bytes,
             "uploaded_chunks": self.uploader.uploaded_chunks,
+            "upload": self.pusher.upload_progress(),
+            "download": self.downloads.progress(),
             "pulled": self.puller.applied,
             "errors": [[t, m] for t, m in self.errors],
         }
@@ -233,6 +236,20 @@ class SyncAgent:
         return {"drained": False, "pending": n, "reason": reason}
 
 
+class Downloads:
+    """Chunk fetches of the mount (reads of data not cached), for ``cairn status``."""
+
+    def __init__(self) -> None:
+        self.inflight = 0
+        self.chunks = 0
+        self.bytes = 0
+        self.failed = 0
+
+    def progress(self) -> dict[str, int]:
+        return {"inflight": self.inflight, "chunks": self.chunks, "bytes": self.bytes,
+                "failed": self.failed}  # fmt: skip
+
+
 class RemoteSource:
     """The ``ChunkSource`` of the cache: chunks from the server. Fails fast while offline."""
 
@@ -244,6 +261,22 @@ class RemoteSource:
         a = self._agent
         if a.online is False and time.monotonic() - a.last_failure < FETCH_RETRY_AFTER:
             raise Unavailable(f"chunk {cid.hex()[:12]} is not cached and the server is unreachable")
+        dl = a.downloads
+        dl.inflight += 1
+        try:
+            frame = await self._fetch(cid)
+        except BaseException:
+            dl.failed += 1
+            raise
+        else:
+            dl.chunks += 1
+            dl.bytes += len(frame)
+            return frame
+        finally:
+            dl.inflight -= 1
+
+    async def _fetch(self, cid: bytes) -> bytes:
+        a = self._agent
         try:
             with trio.fail_after(20):
                 frame = await self._client.get_chunk(cid.hex())

@@ -183,6 +183,7 @@ class Pusher:
         self.parked = 0
         self.committed = 0
         self._missing_streak: tuple[str, int] = ("", 0)
+        self._progress: dict[str, int] | None = None  # see upload_progress
         # Outbox seqs sent in a commit and not settled since (no answer: cut connection,
         # server gone; or left queued behind missing chunks): nothing is folded into them
         # (see coalesce). In memory: a restart forgets them.
@@ -194,10 +195,30 @@ class Pusher:
         )
 
     async def _upload_missing(self, ids: list[bytes]) -> None:
-        for i in range(0, len(ids), MISSING_BATCH):
-            group = ids[i : i + MISSING_BATCH]
-            missing = await self._client.missing_chunks([c.hex() for c in group])
-            await self._uploader.upload([bytes.fromhex(m) for m in missing])
+        up = self._uploader
+        prog = {"total": 0, "chunks0": up.uploaded_chunks, "bytes0": up.uploaded_bytes}
+        self._progress = prog
+        try:
+            for i in range(0, len(ids), MISSING_BATCH):
+                group = ids[i : i + MISSING_BATCH]
+                missing = await self._client.missing_chunks([c.hex() for c in group])
+                prog["total"] += len(missing)
+                await up.upload([bytes.fromhex(m) for m in missing])
+        finally:
+            self._progress = None
+
+    def upload_progress(self) -> dict[str, int] | None:
+        """The upload under way, for ``cairn status``: chunks sent of those found missing
+        so far (the total grows while the server is asked in groups), bytes sent."""
+        prog = self._progress
+        if prog is None or prog["total"] == 0:
+            return None
+        up = self._uploader
+        return {
+            "chunks": up.uploaded_chunks - prog["chunks0"],
+            "total": prog["total"],
+            "bytes": up.uploaded_bytes - prog["bytes0"],
+        }
 
     def _park(self, op: wire.Op, result: dict[str, Any]) -> None:
         record = {"op": op.to_json(), "result": result}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 
 import pytest
 
@@ -34,6 +35,10 @@ def test_kill9_mid_upload_resumes_without_resending(sync_devices, proxy, drive_s
     wait_until(
         lambda: chunk_bytes_in(drive_server.url) - base > SIZE // 4, 60, "a quarter uploaded"
     )
+    # cairn status shows the upload under way, e.g. "uploading: 12 of 180 chunks (12.0 MiB sent)"
+    progress = re.search(r"^uploading: (\d+) of (\d+) chunks", a.status(), re.M)
+    assert progress is not None, a.status()
+    assert 0 < int(progress[2]) and int(progress[1]) <= int(progress[2])
     a.kill9()
     before_restart = chunk_bytes_in(drive_server.url) - base
     assert before_restart < SIZE, "the upload finished before the kill: nothing to resume"
@@ -47,3 +52,5 @@ def test_kill9_mid_upload_resumes_without_resending(sync_devices, proxy, drive_s
     b = sync_devices("B")
     wait_until(lambda: (b.mnt / "big.bin").exists(), 60, "B sees big.bin")
     assert file_digest(b.mnt / "big.bin") == h.hexdigest()
+    fetched = re.search(r"^downloads: \d+ chunks in flight; (\d+) chunks", b.status(), re.M)
+    assert fetched is not None and int(fetched[1]) >= SIZE // MAX_SIZE, b.status()
