@@ -5,6 +5,10 @@ one translation of exceptions into JSON answers), authentication (bearer token â
 except for the public routes), API rate limit. Resources (thread pool, MetaStore, BlobStore,
 notifier) are opened in a ``cleanup_ctx`` at startup and closed at cleanup, after in-flight
 requests finished; hint sockets and polls are woken and closed at shutdown.
+
+One of several worker processes (``workers = N``, cli.py) gets its ``peers.Peers`` channel:
+the in-process hint fan-out and the rate limiters then share their events with the other
+workers (PostgreSQL hints already cross processes through LISTEN/NOTIFY).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from .keys import ServerKeys
 from .limits import ByteBudget, FailureLimiter, TokenBucket
 from .metrics import metrics_middleware
 from .notify import make_notifier
+from .peers import Peers
 
 log = logging.getLogger("cairn.server.app")
 
@@ -65,24 +70,32 @@ def open_blobs(cfg: Config) -> Any:
     return open_blobstore(dict(cfg.blobs))
 
 
-def _resources(meta: Any, blobs: Any) -> Callable[[web.Application], AsyncIterator[None]]:
+def _resources(
+    meta: Any, blobs: Any, peers: Peers | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         cfg = app[CONFIG]
         app[CPU] = ThreadPoolExecutor(cfg.cpu_threads, thread_name_prefix="cairn-cpu")
         owned_meta = meta is None
-        app[META] = await open_meta(cfg) if meta is None else meta
+        if peers is not None:
+            peers.start()
         try:
-            app[BLOBS] = open_blobs(cfg) if blobs is None else blobs
+            app[META] = await open_meta(cfg) if meta is None else meta
             try:
-                await app[NOTIFIER].start()
-                yield
+                app[BLOBS] = open_blobs(cfg) if blobs is None else blobs
+                try:
+                    await app[NOTIFIER].start()
+                    yield
+                finally:
+                    await app[NOTIFIER].close()
+                    if blobs is None:
+                        await app[BLOBS].close()
             finally:
-                await app[NOTIFIER].close()
-                if blobs is None:
-                    await app[BLOBS].close()
+                if owned_meta:
+                    await app[META].close()
         finally:
-            if owned_meta:
-                await app[META].close()
+            if peers is not None:
+                peers.close()
             app[CPU].shutdown(wait=True)
 
     return ctx
@@ -105,11 +118,13 @@ def create_app(
     keys: ServerKeys | None = None,
     meta: Any = None,
     blobs: Any = None,
+    peers: Peers | None = None,
 ) -> web.Application:
     """The application for ``config``.
 
     ``keys``/``meta``/``blobs`` default to the ones the config names (opened at startup);
-    tests may pass their own, which the app then does not close.
+    tests may pass their own, which the app then does not close. ``peers``: this worker's
+    channel to the other workers of the server (started and closed with the app).
     """
 
     async def lookup(token_hash: bytes) -> Any:
@@ -134,7 +149,12 @@ def create_app(
     app[API_LIMIT] = TokenBucket(rl.api_rate, rl.api_burst)
     app[UPLOADS] = ByteBudget(max(UPLOAD_BUDGET, 2 * config.limits.chunk_body))
     app[HINT_SOCKETS] = set()
-    app.cleanup_ctx.append(_resources(meta, blobs))
+    if peers is not None:
+        if config.hints_backend == "memory":
+            app[NOTIFIER].share_with(peers)
+        app[LOGIN_LIMIT].share_with(peers)
+        app[API_LIMIT].share_with(peers)
+    app.cleanup_ctx.append(_resources(meta, blobs, peers))
     app.on_shutdown.append(hints.close_hint_sockets)
     for module in (ops, session, tree, chunks, commit, hints):
         app.router.add_routes(module.ROUTES)

@@ -89,16 +89,23 @@ def _notify_systemd(state: str) -> None:
         s.sendall(state.encode())
 
 
-async def _serve(cfg: config.Config) -> None:
+async def _serve(
+    cfg: config.Config, peers: Any = None, ready: Callable[[], None] | None = None
+) -> None:
+    """Serve until SIGTERM/SIGINT. ``peers``/``ready``: given to each worker of several
+    (workers.py), which listen on one port with SO_REUSEPORT and report readiness to the
+    supervisor instead of systemd."""
     from aiohttp import web
 
     from .app import create_app
 
-    app = create_app(cfg)
+    app = create_app(cfg, peers=peers)
     runner = web.AppRunner(app, shutdown_timeout=cfg.shutdown_timeout, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
+        site = web.TCPSite(
+            runner, cfg.host, cfg.port, reuse_address=True, reuse_port=cfg.workers > 1
+        )
         try:
             await site.start()
         except OSError as e:
@@ -109,11 +116,16 @@ async def _serve(cfg: config.Config) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        log.info("cairn-server ready at %s (data %s)", cfg.url, cfg.data_dir)
-        _notify_systemd("READY=1")
+        if ready is None:
+            log.info("cairn-server ready at %s (data %s)", cfg.url, cfg.data_dir)
+            _notify_systemd("READY=1")
+        else:
+            log.info("worker %d ready at %s", os.getpid(), cfg.url)
+            ready()
         await stop.wait()
         log.info("shutting down: finishing in-flight requests")
-        _notify_systemd("STOPPING=1")
+        if ready is None:
+            _notify_systemd("STOPPING=1")
     finally:
         await runner.cleanup()
     log.info("stopped")
@@ -121,7 +133,12 @@ async def _serve(cfg: config.Config) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     cfg = config.load(config.resolve_data_dir(args.data), {"listen": args.listen})
-    asyncio.run(_serve(cfg))
+    if cfg.workers == 1:
+        asyncio.run(_serve(cfg))
+    else:
+        from . import workers
+
+        workers.run(cfg, _serve, _notify_systemd)
 
 
 async def _with_meta(args: argparse.Namespace, fn: Callable[[Any], Awaitable[None]]) -> None:

@@ -53,6 +53,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     rate_limits: RateLimits = field(default_factory=RateLimits)
     cpu_threads: int = 2
+    workers: int = 1  # server processes sharing the listening port (SO_REUSEPORT)
     hint_ping: float = 20.0
     hints_backend: str = "memory"  # "memory" | "postgres"
     shutdown_timeout: float = 30.0
@@ -67,6 +68,7 @@ _TOP = {
     "listen",
     "database_url",
     "cpu_threads",
+    "workers",
     "shutdown_timeout",
     "blobs",
     "limits",
@@ -173,10 +175,21 @@ def build(data_dir: Path, raw: Mapping[str, Any]) -> Config:
         limits=limits,
         rate_limits=rates,
         cpu_threads=_num(raw, "", "cpu_threads", 2, 1),
+        workers=_workers(raw),
         hint_ping=_num(hints_raw, "hints.", "ping_interval", 20.0, 1),
         hints_backend=backend,
         shutdown_timeout=_num(raw, "", "shutdown_timeout", 30.0, 0),
     )
+
+
+MAX_WORKERS = 64
+
+
+def _workers(raw: Mapping[str, Any]) -> int:
+    workers: int = _num(raw, "", "workers", 1, 1)
+    if workers > MAX_WORKERS:
+        raise ConfigError(f"workers: must be at most {MAX_WORKERS}")
+    return workers
 
 
 def resolve_data_dir(flag: str | None) -> Path:
@@ -217,6 +230,9 @@ listen = "127.0.0.1:{DEFAULT_PORT}"
 database_url = ""
 # Threads for CPU work (frame verification, encryption, password hashing).
 cpu_threads = 2
+# Server processes sharing the port (one Python core each; about one per CPU core). They
+# hint each other and share rate limits; SQLite lets one of them write at a time.
+workers = 1
 shutdown_timeout = 30
 
 [blobs]

@@ -5,8 +5,12 @@ aiohttp's ``client_max_size`` only guards ``request.read()``/``post()``; a handl
 (the declared Content-Length is checked first, so an honest oversized upload is refused
 before any byte is read).
 
-The limiters are in-process and approximate (per server process, not per cluster); they
-guard against password guessing and runaway clients, not against a distributed attack.
+The limiters are in-process and approximate; they guard against password guessing and
+runaway clients, not against a distributed attack. The worker processes of one server
+(``workers = N``) share them through ``peers.Peers`` (``share_with``): each failure, success
+and API request counted by one worker is sent to the others, which count it too, so a client
+spreading its connections over the workers gets the configured budget, not N times it. The
+processes behind one PostgreSQL database (several servers) do not share them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Any
 from aiohttp import web
 
 from cairn.core.errors import InvalidArgument, RateLimited, TooLarge
+
+from .peers import Peers
 
 _READ_SIZE = 256 * 1024
 
@@ -93,6 +99,13 @@ class FailureLimiter:
         self.max_failures = max_failures
         self.window = window
         self._fails = _BoundedMap(max_keys)
+        self._peers: Peers | None = None
+
+    def share_with(self, peers: Peers) -> None:
+        """Count the failures and clears of the other workers too, and send them ours."""
+        self._peers = peers
+        peers.on("login-fail", self._record)
+        peers.on("login-clear", self._forget)
 
     def _recent(self, key: str, now: float) -> deque[float]:
         q: deque[float] = self._fails.touch(key, lambda: deque(maxlen=self.max_failures))
@@ -112,9 +125,19 @@ class FailureLimiter:
 
     def fail(self, key: str) -> None:
         if self.max_failures > 0:
-            self._recent(key, time.monotonic()).append(time.monotonic())
+            self._record(key)
+            if self._peers is not None:
+                self._peers.send("login-fail", key)
 
     def clear(self, key: str) -> None:
+        self._forget(key)
+        if self._peers is not None:
+            self._peers.send("login-clear", key)
+
+    def _record(self, key: str) -> None:
+        self._recent(key, time.monotonic()).append(time.monotonic())
+
+    def _forget(self, key: str) -> None:
         self._fails.pop(key, None)
 
 
@@ -128,6 +151,22 @@ class TokenBucket:
         self.rate = rate
         self.burst = max(burst, 1.0)
         self._buckets = _BoundedMap(max_keys)
+        self._peers: Peers | None = None
+
+    def share_with(self, peers: Peers) -> None:
+        """Charge the requests the other workers let through too, and send them ours."""
+        if self.rate > 0:  # unlimited: nothing to share (and no message per request)
+            self._peers = peers
+            peers.on("api-take", self._charge)
+
+    def _charge(self, key: str) -> None:
+        """A request of ``key`` let through by another worker: take its token here as well
+        (the balance may go below zero, down to ``-burst``, so bursts spread over the
+        workers still add up to the one budget)."""
+        now = time.monotonic()
+        bucket: list[float] = self._buckets.touch(key, lambda: [self.burst, now])
+        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[0], bucket[1] = max(-self.burst, tokens - 1.0), now
 
     def take(self, key: str) -> None:
         if self.rate <= 0:
@@ -142,6 +181,8 @@ class TokenBucket:
             err.retry_after = (1.0 - tokens) / self.rate
             raise err
         bucket[0] = tokens - 1.0
+        if self._peers is not None:
+            self._peers.send("api-take", key)
 
 
 class ByteBudget:

@@ -5,6 +5,10 @@ a listener. ``LocalNotifier`` fans out inside this process. ``PostgresNotifier``
 PostgreSQL LISTEN/NOTIFY so several server processes on one database hint each other: it
 publishes with ``pg_notify`` and feeds what it hears into the local fan-out.
 
+With several worker processes on SQLite (``workers = N``), ``share_with`` makes the local
+fan-out also send every published hint to the other workers over ``peers.Peers`` and deliver
+theirs here.
+
 Subscriptions coalesce: a slow listener holds at most one pending seq per namespace (the
 newest), so memory stays bounded however many commits arrive. Hints are advisory; a lost
 one costs a client one slow-poll interval, never data.
@@ -19,6 +23,8 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
+
+from .peers import Peers
 
 log = logging.getLogger("cairn.server.notify")
 
@@ -71,6 +77,19 @@ class LocalNotifier:
     def __init__(self) -> None:
         self._by_ns: dict[int, set[Subscription]] = {}
         self._closed = False
+        self._peers: Peers | None = None
+
+    def share_with(self, peers: Peers) -> None:
+        """Also send published hints to the other workers, and deliver the ones they send."""
+        self._peers = peers
+        peers.on("hint", self._heard_peer)
+
+    def _heard_peer(self, payload: str) -> None:
+        ns_text, _, seq_text = payload.partition(":")
+        if ns_text.isdigit() and seq_text.isdigit():
+            self.deliver(int(ns_text), int(seq_text))
+        else:
+            log.warning("ignoring malformed hint payload %r", payload[:80])
 
     async def start(self) -> None:
         """Nothing to connect to in-process."""
@@ -99,6 +118,8 @@ class LocalNotifier:
     async def publish(self, ns: int, seq: int) -> None:
         """Announce that ``ns`` reached ``seq`` (call after the commit is durable)."""
         self.deliver(ns, seq)
+        if self._peers is not None:
+            self._peers.send("hint", f"{ns}:{seq}")
 
     async def close(self) -> None:
         """Wake every waiter with an empty answer; later subscriptions start closed."""
