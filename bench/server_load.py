@@ -48,8 +48,6 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BenchError, fmt, stop_process, table, wait_until  # noqa: E402
 
@@ -64,7 +62,7 @@ MIX = {"list": 22, "stat": 30, "changes": 25, "missing": 15, "commit": 8}
 
 
 # ----------------------------------------------------------------------------------------
-# worker: one load process driving many devices over one aiohttp connection pool
+# worker: one load process driving many devices, each on its own keep-alive connection
 # ----------------------------------------------------------------------------------------
 
 
@@ -73,7 +71,8 @@ class Device:
 
     def __init__(self, name: str, user: str, rng: random.Random) -> None:
         self.name, self.user, self.rng = name, user, rng
-        self.headers: dict[str, str] = {}
+        self.auth = b""  # the Authorization header line
+        self.conn: Connection  # set by the worker
         self.ns = 0
         self.root = ""
         self.dir = ""
@@ -92,53 +91,113 @@ class Device:
         return cid.hex(), frame.encode(cid, data, level=None), len(data)
 
 
+class HttpError(Exception):
+    """The server's answer could not be read as HTTP/1.1 (a bench or server bug)."""
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection on asyncio streams.
+
+    The load generator is not the system under test, and aiohttp's client cost ~0.4 ms of
+    CPU per request, which on a 2-core box is CPU taken from the server. This sends a
+    request and reads the whole answer (status line, headers, ``Content-Length`` bytes of
+    body) with a few stream calls; that is all the Cairn server's answers need (its JSON
+    bodies always carry a Content-Length). A connection that fails is dropped and the next
+    request opens a new one.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(
+        self, method: str, path: str, headers: bytes, body: bytes
+    ) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        try:
+            self.writer.write(
+                b"%s %s HTTP/1.1\r\nHost: bench\r\nContent-Length: %d\r\n%s\r\n%s"
+                % (method.encode(), path.encode(), len(body), headers, body)
+            )
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            lower = head.lower()
+            at = lower.find(b"\r\ncontent-length:")
+            if at < 0:
+                raise HttpError(f"{method} {path}: answer without Content-Length")
+            length = int(lower[at + 17 : lower.index(b"\r\n", at + 2)])
+            data = await self.reader.readexactly(length) if length else b""
+            if b"\r\nconnection: close" in lower:
+                self.close()
+            return status, data
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 class Worker:
     def __init__(self, spec: dict[str, Any]) -> None:
-        self.url = spec["url"] + "/api/v1"
+        parts = spec["url"].split("//", 1)[1].rsplit(":", 1)
+        self.host, self.port = parts[0], int(parts[1])
+        self.prefix = "/api/v1"
         self.spec = spec
         self.lat: dict[str, list[float]] = defaultdict(list)
         self.errors: Counter[str] = Counter()
-        self.session: Any = None
 
     async def call(
-        self, dev: Device, op: str, method: str, path: str, t0: float | None = None, **kw: Any
+        self,
+        dev: Device,
+        op: str,
+        method: str,
+        path: str,
+        t0: float | None = None,
+        json_body: Any = None,
+        data: bytes | None = None,
+        decode: bool = False,
     ) -> Any:
-        """One request; latency counts from ``t0`` (the scheduled time) when given. Returns the
-        decoded JSON body, or None (and counts an error) for a 4xx/5xx answer."""
+        """One request on the device's connection; latency counts from ``t0`` (the
+        scheduled time) when given. Returns the decoded JSON body when ``decode`` (else
+        True), or None (and counts an error) for a 4xx/5xx answer. The body is always read
+        whole."""
         t0 = t0 or time.perf_counter()
-        headers = {**dev.headers, **kw.pop("headers", {})}
-        async with self.session.request(method, self.url + path, headers=headers, **kw) as resp:
-            body = await resp.read()
-            status = resp.status
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            headers = dev.auth + b"Content-Type: application/json\r\n"
+        elif data is not None:
+            headers = dev.auth + b"Content-Type: application/octet-stream\r\n"
+        else:
+            headers = dev.auth
+        async with asyncio.timeout(60):
+            status, body = await dev.conn.request(method, self.prefix + path, headers, data or b"")
         self.lat[op].append(time.perf_counter() - t0)
         if status >= 400:
             self.errors[f"{op} {status}"] += 1
             return None
-        return json.loads(body) if body else None
+        return json.loads(body) if decode and body else True
 
     async def login(self, dev: Device) -> None:
-        async with self.session.post(
-            self.url + "/login",
-            json={"user": dev.user, "password": PASSWORD, "device": dev.name},
-        ) as resp:
-            if resp.status != 200:
-                raise BenchError(f"login of {dev.user}/{dev.name}: HTTP {resp.status}")
-            info = await resp.json()
-        dev.headers = {"Authorization": f"Bearer {info['token']}"}
+        body = json.dumps({"user": dev.user, "password": PASSWORD, "device": dev.name}).encode()
+        status, raw = await dev.conn.request(
+            "POST", self.prefix + "/login", b"Content-Type: application/json\r\n", body
+        )
+        if status != 200:
+            raise BenchError(f"login of {dev.user}/{dev.name}: HTTP {status}")
+        info = json.loads(raw)
+        dev.auth = f"Authorization: Bearer {info['token']}\r\n".encode()
         dev.ns, dev.root = info["home"]["ns"], info["home"]["root"]
         dev.dedupe_key = bytes.fromhex(info["dedupe_key"])
 
     async def upload(self, dev: Device, t0: float | None = None) -> tuple[str, int]:
         cid, framed, size = dev.new_chunk()
-        await self.call(
-            dev,
-            "upload",
-            "PUT",
-            f"/chunks/{cid}",
-            data=framed,
-            headers={"Content-Type": "application/octet-stream"},
-            t0=t0,
-        )
+        await self.call(dev, "upload", "PUT", f"/chunks/{cid}", data=framed, t0=t0)
         dev.chunks.append(cid)
         dev.pool.append((cid, size))
         return cid, size
@@ -180,7 +239,13 @@ class Worker:
 
     async def commit(self, dev: Device, ops: list[dict[str, Any]], t0: float | None = None) -> None:
         res = await self.call(
-            dev, "commit", "POST", f"/ns/{dev.ns}/commit", json={"ops": ops}, t0=t0
+            dev,
+            "commit",
+            "POST",
+            f"/ns/{dev.ns}/commit",
+            json_body={"ops": ops},
+            t0=t0,
+            decode=True,
         )
         if res is None:
             return
@@ -204,13 +269,15 @@ class Worker:
             await self.call(dev, op, "GET", f"/ns/{dev.ns}/nodes/{node}", t0=t0)
         elif op == "changes":
             q = f"?cursor={dev.cursor}&limit=500" if dev.cursor else "?limit=500"
-            res = await self.call(dev, op, "GET", f"/changes{q}", t0=t0)
+            res = await self.call(dev, op, "GET", f"/changes{q}", t0=t0, decode=True)
             if res is not None:
                 dev.cursor = res["cursor"]
         elif op == "missing":
             known = rng.sample(dev.chunks, min(5, len(dev.chunks)))
             fresh = [os.urandom(32).hex() for _ in range(5)]
-            await self.call(dev, op, "POST", "/chunks/missing", json={"ids": known + fresh}, t0=t0)
+            await self.call(
+                dev, op, "POST", "/chunks/missing", json_body={"ids": known + fresh}, t0=t0
+            )
         elif op == "upload":  # chunk-store workload (--uploads), not part of the metadata mix
             await self.upload(dev, t0=t0)
         else:  # commit: 1-4 creates/updates of small files whose chunks are in the pool
@@ -273,31 +340,31 @@ class Worker:
             op = rng.choices(ops, weights)[0]
             try:
                 await self.step(dev, op, t0)
-            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            except (HttpError, asyncio.IncompleteReadError, ValueError, OSError) as e:
                 self.errors[f"{op} {type(e).__name__}"] += 1
 
     async def main(self) -> dict[str, Any]:
         spec = self.spec
-        conn = aiohttp.TCPConnector(limit=spec["connections"])
-        timeout = aiohttp.ClientTimeout(total=60)
-        async with aiohttp.ClientSession(connector=conn, timeout=timeout) as self.session:
-            devs = [
-                Device(name, user, random.Random(f"{spec['seed']}-{name}"))
-                for name, user in spec["devices"]
-            ]
-            sem = asyncio.Semaphore(8)  # logins are Argon2id-bound on the server: a few at once
+        devs = [
+            Device(name, user, random.Random(f"{spec['seed']}-{name}"))
+            for name, user in spec["devices"]
+        ]
+        for d in devs:  # one keep-alive connection per device, as a real client holds
+            d.conn = Connection(self.host, self.port)
+        sem = asyncio.Semaphore(8)  # logins are Argon2id-bound on the server: a few at once
 
-            async def prepare(dev: Device) -> None:
-                async with sem:
-                    await self.login(dev)
-                    await self.seed(dev, spec["seed_files"], spec["pool"])
+        async def prepare(dev: Device) -> None:
+            async with sem:
+                await self.login(dev)
+                await self.seed(dev, spec["seed_files"], spec["pool"])
 
+        try:
             await asyncio.gather(*(prepare(d) for d in devs))
             # initial full listing, not measured: devices start from an up-to-date cursor
             for d in devs:
                 for _ in range(1000):
                     res = await self.call(
-                        d, "changes", "GET", f"/changes?cursor={d.cursor}&limit=1000"
+                        d, "changes", "GET", f"/changes?cursor={d.cursor}&limit=1000", decode=True
                     )
                     if res is None or not res["has_more"]:
                         if res is not None:
@@ -315,6 +382,9 @@ class Worker:
             end = t0 + spec["seconds"]
             await asyncio.gather(*(self.run_device(d, end, interval) for d in devs))
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        finally:
+            for d in devs:
+                d.conn.close()
         return {"lat": self.lat, "errors": dict(self.errors), "wall": wall, "cpu": cpu}
 
 
@@ -563,6 +633,12 @@ def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
         data = base / "data"
         cli = str(VENV_BIN / "cairn-server")
         run([cli, "init", str(data)], env)
+        if args.workers > 1:
+            toml = data / "cairn-server.toml"
+            text = toml.read_text()
+            if "\nworkers = 1\n" not in text:
+                raise BenchError("cairn-server.toml has no 'workers = 1' line to override")
+            toml.write_text(text.replace("\nworkers = 1\n", f"\nworkers = {args.workers}\n"))
         if args.cpu_threads:
             # sizes the server's CPU pool (frame checks, encryption, Argon2)
             toml = data / "cairn-server.toml"
@@ -616,7 +692,6 @@ def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
                 "devices": devices[p :: args.procs],
                 "seconds": args.seconds,
                 "rate": args.rate / args.procs,
-                "connections": args.connections,
                 "seed_files": args.seed_files,
                 "pool": args.pool,
                 "seed": f"{args.seed}-{p}",
@@ -645,6 +720,17 @@ def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
             if line.strip() != "ready":
                 raise BenchError("a load process failed during login/seeding (see its stderr)")
         proc = psutil.Process(server.pid)
+
+        def server_cpu_seconds() -> float:
+            """User + system CPU of the server and its workers (alive for the whole run)."""
+            total = 0.0
+            for p in [proc, *proc.children(recursive=True)]:
+                try:
+                    total += sum(p.cpu_times()[:2])
+                except psutil.Error:
+                    continue
+            return total
+
         if args.profile:
             raw = base / "profile.txt"
             spy = subprocess.Popen(
@@ -663,13 +749,14 @@ def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
                     # goes (threads waiting on queues and locks are left out)
                     "--gil",
                     "--nonblocking",
+                    *(["--subprocesses"] if args.workers > 1 else []),
                     "-o",
                     str(raw),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-        cpu0 = sum(proc.cpu_times()[:2])
+        cpu0 = server_cpu_seconds()
         pg_cpu0 = pg.cpu_seconds() if pg is not None else 0.0
         machine0 = psutil.cpu_times()
         t0 = time.monotonic()
@@ -682,7 +769,7 @@ def bench_one(db: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
             if w.returncode != 0:
                 raise BenchError(f"load process exited with status {w.returncode}")
         wall = time.monotonic() - t0
-        server_cpu = sum(proc.cpu_times()[:2]) - cpu0
+        server_cpu = server_cpu_seconds() - cpu0
         pg_cpu = pg.cpu_seconds() - pg_cpu0 if pg is not None else 0.0
         machine1 = psutil.cpu_times()
         busy = (sum(machine1) - machine1.idle - machine1.iowait) - (
@@ -769,7 +856,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--users", type=int, default=20)
     ap.add_argument("--procs", type=int, default=2, help="load processes")
-    ap.add_argument("--connections", type=int, default=64, help="HTTP connections per process")
     ap.add_argument("--rate", type=float, default=0.0, help="total req/s (0: closed loop)")
     ap.add_argument("--seed-files", type=int, default=20, help="files each device starts with")
     ap.add_argument("--seed", default="1")
@@ -787,6 +873,9 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(f"{k}={v}" for k, v in MIX.items()),
         help="relative weights, e.g. list=20,stat=25,changes=25,missing=12,commit=18",
     )
+    ap.add_argument(
+        "--workers", type=int, default=1, help="server processes (cairn-server.toml 'workers')"
+    )
     ap.add_argument("--profile", action="store_true", help="py-spy the server during the run")
     ap.add_argument("--profile-dir", help="keep the raw py-spy profiles here")
     ap.add_argument("--json", help="write the figures to this file")
@@ -800,9 +889,9 @@ def main(argv: list[str] | None = None) -> int:
         help="experiment: run the server with sys.setswitchinterval(S) (default: Python's 5 ms)",
     )
     args = ap.parse_args(argv)
-    if min(args.devices, args.users, args.procs, args.connections) < 1 or args.seconds <= 0:
+    if min(args.devices, args.users, args.procs) < 1 or args.seconds <= 0:
         print(
-            "server_load: --devices/--users/--procs/--connections/--seconds must be positive",
+            "server_load: --devices/--users/--procs/--seconds must be positive",
             file=sys.stderr,
         )
         return 2
