@@ -42,7 +42,9 @@ def _cid(request: web.Request) -> bytes:
         raise InvalidArgument("a chunk id is 64 lowercase hex digits") from None
 
 
-def _verify_and_seal(body: bytes, cid: bytes, dedupe_key: bytes, key: DataKey) -> tuple[int, bytes]:
+def _verify_and_seal(
+    body: bytes | memoryview, cid: bytes, dedupe_key: bytes, key: DataKey
+) -> tuple[int, bytes]:
     """(plain length, frame encrypted for storage); raises FrameError subclasses (422)."""
     plain = frame.decode(body, cid, dedupe_key=dedupe_key)
     return len(plain), frame.encrypt_frame(body, cid, key)
@@ -143,9 +145,13 @@ async def post_batch(request: web.Request) -> web.Response:
         cids = [cid for cid, _ in records]
         del records, body  # the frames are views into the body; only sealed copies stay
         verified: dict[bytes, tuple[int, bytes]] = {}
-        for cid, outcome in zip(cids, outcomes, strict=True):
-            if not isinstance(outcome, FrameError):
+        failed: dict[int, FrameError] = {}
+        for i, (cid, outcome) in enumerate(zip(cids, outcomes, strict=True)):
+            if isinstance(outcome, FrameError):
+                failed[i] = outcome
+            else:
                 verified.setdefault(cid, outcome)  # a repeated id is stored once
+        del outcomes
         meta = app[META]
         known = await meta.known_chunks(list(verified))
         new = [cid for cid in verified if cid not in known]
@@ -153,15 +159,16 @@ async def post_batch(request: web.Request) -> web.Response:
         metrics.CHUNKS_STORED.inc(len(new))
         metrics.DEDUPE_HITS.inc(len(verified) - len(new))
         uploads = [(cid, plain, len(sealed)) for cid, (plain, sealed) in verified.items()]
-        del verified
+        del verified  # the sealed copies: nothing of the body is held past the budget
     finally:
         budget.release(held)
     await meta.record_uploads(me.user_id, uploads)
     fresh = set(new)
     results: list[dict[str, Any]] = []
-    for cid, outcome in zip(cids, outcomes, strict=True):
-        if isinstance(outcome, FrameError):
-            results.append({"id": cid.hex(), "error": outcome.code, "message": str(outcome)})
+    for i, cid in enumerate(cids):
+        err = failed.get(i)
+        if err is not None:
+            results.append({"id": cid.hex(), "error": err.code, "message": str(err)})
         else:
             results.append({"id": cid.hex(), "stored": cid in fresh})
             fresh.discard(cid)
