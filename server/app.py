@@ -2,7 +2,7 @@
 
 Middlewares, outermost first: metrics (every answer counted, errors included), errors (the
 one translation of exceptions into JSON answers), authentication (bearer token → device,
-except for the public routes), API rate limit. Resources (thread pool, MetaStore, BlobStore,
+except for the public routes) with the per-device API rate limit. Resources (thread pool, MetaStore, BlobStore,
 notifier) are opened in a ``cleanup_ctx`` at startup and closed at cleanup, after in-flight
 requests finished; hint sockets and polls are woken and closed at shutdown.
 
@@ -33,7 +33,7 @@ from .appkeys import (
     NOTIFIER,
     UPLOADS,
 )
-from .auth import CALLER, auth_middleware
+from .auth import auth_middleware
 from .config import Config
 from .errors import error_middleware
 from .handlers import chunks, commit, hints, ops, session, tree
@@ -101,17 +101,6 @@ def _resources(
     return ctx
 
 
-def _api_limit_middleware() -> Any:
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        who = request.get(CALLER)
-        if who is not None:
-            request.app[API_LIMIT].take(str(who.device_id))
-        return await handler(request)
-
-    return middleware
-
-
 def create_app(
     config: Config,
     *,
@@ -130,12 +119,14 @@ def create_app(
     async def lookup(token_hash: bytes) -> Any:
         return await app[META].device_by_token(token_hash)
 
+    def api_limit(device_id: int) -> None:
+        app[API_LIMIT].take(str(device_id))
+
     app = web.Application(
         middlewares=[
             metrics_middleware,
             error_middleware,
-            auth_middleware(ops.PUBLIC, lookup),
-            _api_limit_middleware(),
+            auth_middleware(ops.PUBLIC, lookup, api_limit),
         ],
         # Handlers bound their bodies themselves while streaming (limits.read_body); this
         # only guards aiohttp's own request.read()/post(), which no handler uses.

@@ -78,10 +78,16 @@ def caller(request: web.Request) -> Caller:
     return request[CALLER]
 
 
-def auth_middleware(public: set[str], lookup: Callable[[bytes], Awaitable[Any]]) -> Any:
+def auth_middleware(
+    public: set[str],
+    lookup: Callable[[bytes], Awaitable[Any]],
+    limit: Callable[[int], None] | None = None,
+) -> Any:
     """Authenticate every matched route except the names in ``public``.
 
     ``lookup(token_hash)`` returns the Device (with ``id`` and ``user_id``) or None.
+    ``limit(device_id)``, if given, runs next for every authenticated request (the API rate
+    limit: it raises ``RateLimited``); one middleware for both saves a layer per request.
     Unmatched paths fall through so the router answers 404/405.
     """
 
@@ -94,6 +100,8 @@ def auth_middleware(public: set[str], lookup: Callable[[bytes], Awaitable[Any]])
         if device is None:
             raise Unauthenticated("unknown or revoked token")
         request[CALLER] = Caller(device.user_id, device.id, device)
+        if limit is not None:
+            limit(device.id)
         return await handler(request)
 
     return middleware

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -44,6 +45,14 @@ def route_label(request: web.Request) -> str:
     return info.route.resource.canonical if info.route.resource is not None else "unmatched"
 
 
+# The labelled children by (method, route, status) and by route: ``labels()`` takes a lock
+# and builds its key on every call, a measurable share of a small request's CPU. A client
+# can invent methods, so the map stops growing at ``_MAX_CACHED`` (beyond: plain labels()).
+_MAX_CACHED = 1000
+_REQUEST_CHILDREN: dict[tuple[str, str, int], Any] = {}
+_LATENCY_CHILDREN: dict[str, Any] = {}
+
+
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     start = time.perf_counter()
@@ -57,8 +66,17 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
     finally:
         route = route_label(request)
-        REQUESTS.labels(request.method, route, str(status)).inc()
-        LATENCY.labels(route).observe(time.perf_counter() - start)
+        key = (request.method, route, status)
+        counter = _REQUEST_CHILDREN.get(key)
+        if counter is None:
+            counter = REQUESTS.labels(request.method, route, str(status))
+            if len(_REQUEST_CHILDREN) < _MAX_CACHED:
+                _REQUEST_CHILDREN[key] = counter
+        counter.inc()
+        latency = _LATENCY_CHILDREN.get(route)
+        if latency is None:
+            latency = _LATENCY_CHILDREN[route] = LATENCY.labels(route)
+        latency.observe(time.perf_counter() - start)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
