@@ -305,11 +305,24 @@ class Rename:
     new_parent: str
     new_name: str
     replace: bool = False
+    #: With ``replace``: the node the device saw at the new name and its content revision
+    #: (None: not pushed yet, identity only). The server refuses the rename
+    #: (``replaced_changed``) when the name now holds another node or newer content, so
+    #: a save-by-rename on one device never deletes another device's edit unseen.
+    replaces: str | None = None
+    replaces_rev: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"op": self.kind, "op_id": self.op_id, "node": self.node, "parent": self.parent,
-                "name": self.name, "new_parent": self.new_parent, "new_name": self.new_name,
-                "replace": self.replace}  # fmt: skip
+        out: dict[str, Any] = {
+            "op": self.kind, "op_id": self.op_id, "node": self.node, "parent": self.parent,
+            "name": self.name, "new_parent": self.new_parent, "new_name": self.new_name,
+            "replace": self.replace,
+        }  # fmt: skip
+        if self.replaces is not None:
+            out["replaces"] = self.replaces
+            if self.replaces_rev is not None:
+                out["replaces_rev"] = self.replaces_rev
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,7 +428,10 @@ def _parse_rename(o: dict[str, Any], op_id: str) -> Op:
                   node_id(g(o, "parent", "rename"), "parent"), _name(g(o, "name", "rename"), "name"),
                   node_id(g(o, "new_parent", "rename"), "new_parent"),
                   _name(g(o, "new_name", "rename"), "new_name"),
-                  _bool(o.get("replace", False), "replace"))  # fmt: skip
+                  _bool(o.get("replace", False), "replace"),
+                  None if o.get("replaces") is None else node_id(o["replaces"], "replaces"),
+                  None if o.get("replaces_rev") is None
+                  else _int(o["replaces_rev"], "replaces_rev", 1, INT64_MAX))  # fmt: skip
 
 
 def _parse_link(o: dict[str, Any], op_id: str) -> Op:

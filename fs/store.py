@@ -505,8 +505,11 @@ class Store:
             if raw is None:  # removed in this txn
                 continue
             obj = json.loads(raw)
-            if obj["op"] in ("update", "unlink"):
+            if obj["op"] in ("update", "unlink") and obj["node"] == node_id:
                 obj["base_rev"] = rev
+                txn.put(key, json.dumps(obj, separators=(",", ":")).encode())
+            elif obj["op"] == "rename" and obj.get("replaces") == node_id:
+                obj["replaces_rev"] = rev  # a rename over this node (it is held: _held)
                 txn.put(key, json.dumps(obj, separators=(",", ":")).encode())
 
     # --- cursor ---------------------------------------------------------------------------

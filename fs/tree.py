@@ -276,9 +276,14 @@ class TreeOps:
         txn.add_name(src, parent_inode_new, new)
         src.ctime_ns = _now()
         txn.put_node(src)
-        txn.outbox_append(wire.Rename(new_op_id(), src.id, old_parent.id, old, new_parent.id, new,
-                                      replace=dst is not None),
-                          held=() if dst is None else (dst.id,))  # fmt: skip
+        if dst is None:
+            txn.outbox_append(wire.Rename(new_op_id(), src.id, old_parent.id, old, new_parent.id,
+                                          new))  # fmt: skip
+        else:  # the server refuses it if dst changed there meanwhile (replaced_changed)
+            txn.outbox_append(wire.Rename(new_op_id(), src.id, old_parent.id, old, new_parent.id,
+                                          new, replace=True, replaces=dst.id,
+                                          replaces_rev=dst.base_rev or None),
+                              held=(dst.id,))  # fmt: skip
         self._touch(txn, src.ctime_ns, old_parent, new_parent)
         txn.commit()
 

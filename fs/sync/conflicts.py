@@ -12,7 +12,8 @@ result was ``conflict`` or ``error`` (already removed from the outbox by the pus
    - ``create`` / ``mkdir`` / ``symlink`` whose name is taken (create/create): the same
      node goes to the conflicted-copy name; whose parent is gone (the other device deleted
      the directory): the node goes to the root instead, under its own name (or a copy name);
-   - ``rename`` to a taken name: renamed to the copy name; ``rename``/``unlink``/``setattr``
+   - ``rename`` to a taken name, or over a file another device changed meanwhile
+     (``replaced_changed``): renamed to the copy name; ``rename``/``unlink``/``setattr``
      refused because the node moved or changed: dropped, the server's node is taken (a
      delete never beats a concurrent edit or rename; the first rename wins);
    - anything else (``link``, quota, invalid names...): parked in ``parked.jsonl`` as
@@ -143,9 +144,12 @@ class Resolver:
             if isinstance(op, (wire.Create, wire.Mkdir, wire.Symlink)) and reason == "name_taken":
                 name = copy_name(op.name, self._device, n=attempt)
                 return dataclasses.replace(op, op_id=new_op_id(), name=name)
-            if isinstance(op, wire.Rename) and reason == "name_taken":
+            if isinstance(op, wire.Rename) and reason in ("name_taken", "replaced_changed"):
+                # replaced_changed: another device changed the file this rename would
+                # replace (e.g. its save-by-rename raced an edit): keep both
                 name = copy_name(op.new_name, self._device, n=attempt)
-                return dataclasses.replace(op, op_id=new_op_id(), new_name=name, replace=False)
+                return dataclasses.replace(op, op_id=new_op_id(), new_name=name, replace=False,
+                                           replaces=None, replaces_rev=None)  # fmt: skip
             if isinstance(op, (wire.Unlink, wire.Rename, wire.Setattr)):
                 return None
             return "park"

@@ -89,6 +89,8 @@ def safe_prefix(entries: list[Any], sent: frozenset[int] | set[int] = frozenset(
             and not (isinstance(op, wire.Update) and op.node in foldable)
         ):
             return entries[:i]
+        if isinstance(op, wire.Rename) and op.replaces in updated and op.replaces_rev is not None:
+            return entries[:i]  # a rename over it deletes it: the same as an unlink
         if isinstance(op, (wire.Unlink, wire.Link)):
             foldable.discard(op.node)
         if isinstance(op, wire.Update):
@@ -108,6 +110,8 @@ def chain_revs(ops: list[wire.Op]) -> list[wire.Op]:
         if isinstance(op, (wire.Update, wire.Unlink)) and op.node in after:
             if isinstance(op, wire.Update) or op.base_rev is not None:
                 op = dataclasses.replace(op, base_rev=after[op.node])
+        elif isinstance(op, wire.Rename) and op.replaces in after and op.replaces_rev:
+            op = dataclasses.replace(op, replaces_rev=after[op.replaces])
         if isinstance(op, wire.Create):
             after[op.node] = 1
         elif isinstance(op, wire.Update) and op.base_rev:

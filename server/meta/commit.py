@@ -421,6 +421,12 @@ class Batch:
             assert holder is not None
             if not op.replace:
                 raise _conflict("name_taken", holder)
+            if op.replaces is not None and (
+                holder.id != op.replaces
+                or (op.replaces_rev is not None and holder.rev != op.replaces_rev)
+            ):
+                # the device replaced what it saw there; this is something else now
+                raise _conflict("replaced_changed", holder)
             if holder.type == "dir":
                 if state.type != "dir":
                     raise IsADirectory(f"{op.new_name!r} is a directory")

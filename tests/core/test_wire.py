@@ -33,6 +33,9 @@ def valid_ops() -> list[dict[str, Any]]:
         {"op": "rename", "op_id": "o6", "node": N3, "parent": N1, "name": "f.txt",
          "new_parent": N2, "new_name": "F.TXT", "replace": True},
         {"op": "link", "op_id": "o7", "node": N3, "new_parent": N1, "new_name": "hard"},
+        {"op": "rename", "op_id": "o6b", "node": N3, "parent": N2, "name": "F.TXT",
+         "new_parent": N1, "new_name": "doc", "replace": True, "replaces": N1,
+         "replaces_rev": 3},
         {"op": "unlink", "op_id": "o8", "node": N3, "parent": N1, "name": "hard", "base_rev": 2},
         {"op": "unlink", "op_id": "o9", "node": N3, "parent": N2, "name": "F.TXT"},
     ]  # fmt: skip
@@ -59,6 +62,7 @@ def test_defaults() -> None:
     ren = parse_op({"op": "rename", "op_id": "x", "node": N1, "parent": N2, "name": "a",
                     "new_parent": N2, "new_name": "b"})  # fmt: skip
     assert isinstance(ren, wire.Rename) and ren.replace is False
+    assert ren.replaces is None and ren.replaces_rev is None
     un = parse_op({"op": "unlink", "op_id": "x", "node": N1, "parent": N2, "name": "a"})
     assert isinstance(un, wire.Unlink) and un.base_rev is None
 
@@ -115,7 +119,10 @@ def _mutated(index: int, **changes: Any) -> dict[str, Any]:
         (_mutated(4, mode="0644"), InvalidArgument, "mode"),
         (_mutated(6, replace="yes"), InvalidArgument, "replace"),
         (_mutated(6, new_name=""), InvalidName, "valid name"),
-        (_mutated(8, base_rev=-1), InvalidArgument, "base_rev"),
+        (_mutated(8, replaces="x"), InvalidArgument, "replaces"),
+        (_mutated(8, replaces_rev=0), InvalidArgument, "replaces_rev"),
+        (_mutated(8, replaces_rev="3"), InvalidArgument, "replaces_rev"),
+        (_mutated(9, base_rev=-1), InvalidArgument, "base_rev"),
     ],
 )
 def test_bad_ops_raise_typed_errors_naming_the_field(op: Any, exc: type, field: str) -> None:

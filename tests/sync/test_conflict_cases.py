@@ -10,8 +10,9 @@ import shutil
 
 import pytest
 
+from tests.support.drive import wait_until
 from tests.sync.test_conflicts import DEADLINE, copy_re, names, offline_then_reconnect
-from tests.sync.tree import converge, digests, sha, write_file
+from tests.sync.tree import converge, digests, pending_zero, sha, write_file
 
 pytestmark = [
     pytest.mark.fuse,
@@ -89,3 +90,38 @@ def test_deleted_dir_keeps_file_added_elsewhere(sync_devices, proxy) -> None:
     snap = converge([a, b], DEADLINE, "after dir-delete/add")
     assert sha(vb) in digests(snap), names(snap)
     assert any(n.endswith("added.txt") for n in snap), names(snap)
+
+
+def test_save_by_rename_does_not_delete_an_edit_made_elsewhere(sync_devices, proxy) -> None:
+    """Editors save by writing a temporary file and renaming it over the original. Done on
+    B (offline) while A edited the original and pushed it, that rename would delete A's
+    edit on the server; the server refuses it (``replaced_changed``) and B's version
+    becomes a conflicted copy beside A's."""
+    a, b = sync_devices("A", via_proxy=False), sync_devices("B")  # only B can be cut off
+    write_file(a.mnt / "doc.txt", b"base\n")
+    converge([a, b], DEADLINE)
+    va, vb = b"edited on A\n", b"saved on B through a temporary file\n"
+    proxy.cut()
+    wait_until(lambda: "reachable: no" in b.status(), 30, "B sees the cut")
+    write_file(b.mnt / ".doc.txt.swp", vb)
+    os.rename(b.mnt / ".doc.txt.swp", b.mnt / "doc.txt")
+    write_file(a.mnt / "doc.txt", va)
+    wait_until(lambda: pending_zero(a), DEADLINE, "A's edit pushed")
+    proxy.restore()
+    snap = converge([a, b], DEADLINE, "after edit/save-by-rename")
+    assert {sha(va), sha(vb)} <= digests(snap), names(snap)
+    assert (a.mnt / "doc.txt").read_bytes() == va
+    copies = [n for n in snap if copy_re("doc", ".txt").match(n)]
+    assert len(copies) == 1 and (a.mnt / copies[0]).read_bytes() == vb, names(snap)
+
+
+def test_save_by_rename_without_a_concurrent_edit_replaces(sync_devices, proxy) -> None:
+    a, b = sync_devices("A"), sync_devices("B")
+    write_file(a.mnt / "doc.txt", b"base\n")
+    converge([a, b], DEADLINE)
+    write_file(b.mnt / "doc.txt", b"edited on B first\n")  # B's own edit, then its save
+    write_file(b.mnt / ".doc.txt.swp", b"saved on B\n")
+    os.rename(b.mnt / ".doc.txt.swp", b.mnt / "doc.txt")
+    snap = converge([a, b], DEADLINE, "after save-by-rename")
+    assert names(snap) == ["doc.txt"]
+    assert (a.mnt / "doc.txt").read_bytes() == b"saved on B\n"

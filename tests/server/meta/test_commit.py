@@ -184,6 +184,25 @@ async def test_rename_replace_sends_last_name_to_trash(world: World) -> None:
     assert len(revs["revisions"]) == 1
 
 
+async def test_rename_replace_checks_what_the_device_saw(world: World) -> None:
+    """``replaces``/``replaces_rev``: a save-by-rename must not delete content the device
+    never saw (another device's newer revision, or another node now at the name)."""
+    old = await world.mkfile(name="doc")
+    tmp = await world.mkfile(name="doc.tmp")
+    c = await world.upload()
+    await world.applied(update(old["id"], 1, [(c, 100)]))  # another device's edit: rev 2
+    op = rename(tmp["id"], world.root, "doc.tmp", world.root, "doc", replace=True)
+    r = await world.commit1({**op, "replaces": old["id"], "replaces_rev": 1})
+    assert (r["status"], r["reason"]) == ("conflict", "replaced_changed")
+    assert r["current"]["id"] == old["id"] and r["current"]["rev"] == 2
+    r = await world.commit1({**op, "replaces": nid()})  # some other node than is there
+    assert (r["status"], r["reason"]) == ("conflict", "replaced_changed")
+    assert (await world.node(old["id"]))["deleted"] is False
+    r = await world.commit1({**op, "replaces": old["id"], "replaces_rev": 2})
+    assert r["status"] == "applied"
+    assert (await world.node(old["id"]))["deleted"] is True
+
+
 async def test_rename_replace_type_rules(world: World) -> None:
     d = await world.mkdir(name="d")
     full = await world.mkdir(name="full")
