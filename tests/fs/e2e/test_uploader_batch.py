@@ -12,7 +12,13 @@ import pytest
 from cairn.core import frame, ids
 from cairn.core.errors import IdMismatch, Unavailable
 from cairn.fs.client import Client
-from cairn.fs.sync.uploader import BATCH_CHUNKS, DEFAULT_CONCURRENCY, SMALL_FRAME, Uploader
+from cairn.fs.sync.uploader import (
+    BATCH_CHUNKS,
+    DEFAULT_CONCURRENCY,
+    READ_AHEAD,
+    SMALL_FRAME,
+    Uploader,
+)
 from tests.support.drive import PASSWORD, free_port_url
 from tests.support.server import ServerProcess, server_factory  # noqa: F401
 
@@ -36,6 +42,7 @@ class Frames:
     def __init__(self, dedupe: bytes) -> None:
         self.dedupe = dedupe
         self.frames: dict[bytes, bytes] = {}
+        self.many_calls = 0
 
     def add(self, data: bytes) -> bytes:
         cid = ids.chunk_id(self.dedupe, data)
@@ -44,6 +51,10 @@ class Frames:
 
     async def read(self, cid: bytes) -> bytes:
         return self.frames[cid]
+
+    async def read_many(self, cids: list[bytes]) -> list[bytes]:
+        self.many_calls += 1
+        return [self.frames[c] for c in cids]
 
 
 async def _session(srv: ServerProcess) -> tuple[Client, Frames]:
@@ -124,3 +135,14 @@ async def test_unreachable_server_is_unavailable() -> None:
     async with Client(free_port_url(), "no-token") as client:
         with pytest.raises(Unavailable):
             await Uploader(client, frames.read).upload(cids)
+
+
+@pytest.mark.anyio
+async def test_a_batch_reader_reads_a_window_at_once(srv: ServerProcess) -> None:
+    client, frames = await _session(srv)
+    async with client:
+        cids = [frames.add(os.urandom(4096)) for _ in range(READ_AHEAD * 10)]
+        up = Uploader(client, frames.read, read_frames=frames.read_many)
+        await up.upload(cids)
+        assert await _missing(client, cids) == []
+        assert frames.many_calls == 10
