@@ -132,6 +132,10 @@ class Resolver:
         if status == "conflict":
             if isinstance(op, wire.Update):
                 place = self._local_place(op.node)
+                if reason == "deleted" and place is None:
+                    # deleted here too, after this edit (pulls leave a node with queued
+                    # ops alone): the edit was superseded on this device: delete/delete
+                    return None
                 if place is None and cur and cur.get("names"):
                     place = (cur["names"][0][0], cur["names"][0][1])
                 if place is None:

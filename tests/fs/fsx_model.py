@@ -29,11 +29,6 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-# Edits through a descriptor left open on an unlinked or replaced file hit a known open bug
-# (the drive brings the file back under a name once the edit syncs): exercised only with
-# CAIRN_FSX_PENDING=1 until it is fixed (tests/fs/test_fsx.py, test_fsx_pending_orphan_edits).
-ORPHAN_EDITS = os.environ.get("CAIRN_FSX_PENDING") == "1"
-
 SLOTS = ("a", "b", "c", "d/e", "d/f")
 DIRS = ("d",)
 MAX_SIZE = 8 << 20  # bound on any file's size, so a full comparison stays cheap
@@ -264,7 +259,7 @@ class FsxRun:
         replaced = dst in self.exists
         # The replaced file keeps its fds half of the time (an orphan, like unlink while open).
         orphan = self.open.pop(dst, None)
-        if orphan is not None and (self.rng.random() < 0.5 or not ORPHAN_EDITS):
+        if orphan is not None and self.rng.random() < 0.5:
             orphan.close()
             orphan = None
         try:
@@ -311,7 +306,7 @@ class FsxRun:
         return f"write off={off} len={len(data)} to the orphan, close"
 
     def op_unlink(self, slot: str) -> str:
-        if self.rng.random() < 0.6 or not ORPHAN_EDITS:
+        if self.rng.random() < 0.6:
             self._close(slot)
             self.both(f"unlink {slot}", lambda r: os.unlink(r / slot), self.drive, self.ref)
             self.exists.discard(slot)

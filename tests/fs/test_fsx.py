@@ -49,20 +49,6 @@ def ref_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-# Open bugs found by this test on 2026-11-21, not fixed yet: (1) a file unlinked (or
-# replaced by a rename) on the mounted device sometimes comes back a few hundred ms later
-# — a sync round-trip resurrects it (e.g. seed 4072093842 near step 230, seed 1 near step
-# 70); (2) an edit through a descriptor left open on an unlinked file resurrects it
-# (test_fsx_pending_orphan_edits). Both tests fail on many seeds, timing-dependent, so the
-# module runs only with CAIRN_FSX_PENDING=1 until they are fixed (issues 4 and 5 notes).
-pytestmark.append(
-    pytest.mark.skipif(
-        os.environ.get("CAIRN_FSX_PENDING") != "1",
-        reason="open bugs: unlinked files resurrected by sync (see the comment above)",
-    )
-)
-
-
 def _seed(default: int) -> int:
     """``CAIRN_FSX_SEED``: a number replays it, ``random`` explores a fresh one. Without it the
     test runs its default seed, one that found a bug once, so the suite stays reproducible."""
@@ -127,12 +113,10 @@ def test_fsx_observer_device_converges(devices, ref_dir: Path, tmp_path: Path) -
     _observer(devices, ref_dir, tmp_path, _seed(1))
 
 
-# Known open bug (2026-11-21): a file unlinked or replaced by a rename while still open, then
-# written through that descriptor, comes back under a name on the drive after its edit syncs
-# (the sync side treats the server's "deleted" answer as an edit/delete conflict). These seeds
-# hit it within ~150 steps.
-@pytest.mark.parametrize("seed", [241894878, 2, 3])
-def test_fsx_pending_orphan_edits(devices, ref_dir: Path, tmp_path: Path, seed: int) -> None:  # noqa: F811
+# Seeds that once brought back, within ~150 steps, a file unlinked or replaced while open
+# and then written through its descriptor, or a file replaced by a rename (both fixed).
+@pytest.mark.parametrize("seed", [241894878, 2, 10])
+def test_fsx_orphan_edits(devices, ref_dir: Path, tmp_path: Path, seed: int) -> None:  # noqa: F811
     _observer(devices, ref_dir, tmp_path, seed)
 
 

@@ -451,3 +451,29 @@ async def test_catch_up_does_not_apply_a_mid_batch_state(
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.mark.anyio
+async def test_edit_then_delete_here_while_deleted_elsewhere_stays_deleted(
+    drive_server: DriveServer, tmp_path: Path
+) -> None:
+    """A edits a file and then deletes it (both queued); B deletes it meanwhile. A's edit
+    is refused (``deleted``) but A deleted it itself afterwards: nothing comes back (it
+    used to be re-created in the root under its node id)."""
+    a, b = await pair(drive_server, tmp_path)
+    try:
+        x_id = a.create("doc", b"v1")
+        await a.sync()
+        await b.sync()
+        b.unlink("doc")
+        await b.sync()
+        a.update(x_id, b"v2 on A")
+        a.unlink("doc")
+        for _ in range(3):
+            await a.sync()
+        assert a.tree() == {} and not a.parked.exists()
+        await b.sync()
+        assert b.tree() == {}
+    finally:
+        await a.close()
+        await b.close()
