@@ -1,16 +1,18 @@
-"""kill -9 of a mount in the middle of a large upload: after a restart the upload resumes
-and the server's chunk byte counter shows no chunk sent twice (at most one chunk in flight
-per upload worker is sent again)."""
+"""kill -9 of a mount in the middle of a large upload (download): after a restart the
+transfer resumes and the server's chunk byte counters show no chunk sent twice (at most the
+chunks in flight at the kill: one per upload worker, the read-ahead window)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+import urllib.request
 
 import pytest
 
 from cairn.core.chunker import MAX_SIZE
+from cairn.fs.files import MAX_READAHEAD
 from cairn.fs.sync.uploader import DEFAULT_CONCURRENCY
 from tests.support.drive import wait_until
 from tests.sync.test_offline_faults import chunk_bytes_in
@@ -54,3 +56,38 @@ def test_kill9_mid_upload_resumes_without_resending(sync_devices, proxy, drive_s
     assert file_digest(b.mnt / "big.bin") == h.hexdigest()
     fetched = re.search(r"^downloads: \d+ chunks in flight; (\d+) chunks", b.status(), re.M)
     assert fetched is not None and int(fetched[1]) >= SIZE // MAX_SIZE, b.status()
+
+
+def chunk_bytes_out(url: str) -> float:
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("cairn_chunk_bytes_out_total "):
+                return float(line.split()[1])
+    raise AssertionError("no cairn_chunk_bytes_out_total in /metrics")
+
+
+def test_kill9_mid_download_refetches_nothing_cached(sync_devices, drive_server) -> None:
+    """B reads half of a large file (fetching it chunk by chunk into its cache), is killed,
+    comes back and reads it all: the server's chunk-bytes-out counter shows the first half
+    was not fetched again (at most the read-ahead window in flight at the kill)."""
+    size = 96 << 20
+    a = sync_devices("A", via_proxy=False)
+    body = os.urandom(size)
+    with open(a.mnt / "big.bin", "wb") as f:
+        f.write(body)
+    wait_until(lambda: pending_zero(a), 120, "A's upload")
+    b = sync_devices("B", via_proxy=False)
+    wait_until(lambda: (b.mnt / "big.bin").exists(), 60, "B sees big.bin")
+    base = chunk_bytes_out(drive_server.url)
+    with open(b.mnt / "big.bin", "rb") as f:
+        first = f.read(size // 2)
+    assert first == body[: size // 2]
+    half = chunk_bytes_out(drive_server.url) - base
+    assert half >= size // 2 - MAX_SIZE, f"only {half} B fetched for half of the file"
+    b.kill9()
+    b.mount()
+    assert file_digest(b.mnt / "big.bin") == hashlib.sha256(body).hexdigest()
+    sent = chunk_bytes_out(drive_server.url) - base
+    chunks = size // (256 << 10) + 1
+    limit = size + chunks * FRAME_OVERHEAD + (MAX_READAHEAD + 1) * (MAX_SIZE + FRAME_OVERHEAD)
+    assert sent <= limit, f"server sent {sent} B for a {size} B file (limit {limit})"
