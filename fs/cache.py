@@ -117,15 +117,16 @@ class ChunkCache:
         self._db.close()
 
     def _scan(self) -> None:
-        for key, value in self._db.items():
+        for key, value in self._db.items():  # c... before d...
             cid, size = bytes(key[1:]), len(value)
-            if cid in self._small:
-                continue  # both prefixes (a crash inside mark_clean's batch cannot do this)
-            self._small.add(cid)
             if key[:1] == _DIRTY:
+                old = self._clean.pop(cid, None)
+                if old is not None:  # under both prefixes (mark_clean's batch is atomic, so
+                    self._used -= old  # this should not happen): dirty wins, never evicted
                 self._dirty[cid] = size
             else:
                 self._clean[cid] = size  # no access times: the oldest clean entries
+            self._small.add(cid)
             self._used += size
         found: list[tuple[float, bytes, int]] = []
         for state in ("dirty", "clean"):

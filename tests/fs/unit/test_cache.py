@@ -178,3 +178,22 @@ def test_plain_lru_reader_loads_itself_after_a_failed_load() -> None:
         lru.get_or_load(b"k", bad)
     assert lru.get_or_load(b"k", lambda: b"ok") == b"ok"
     assert lru.get(b"k") == b"ok"
+
+
+def test_small_entry_under_both_prefixes_stays_dirty(tmp_path: Path) -> None:
+    """Should a small frame ever be found both dirty and clean, it is dirty: never evicted
+    before its upload."""
+    key = DataKey.generate()
+    cache = ChunkCache(tmp_path, key, 1 << 20)
+    cid, data = chunk(5)
+    cache.put(cid, data)
+    cache._db[b"c" + cid] = cache._db[b"d" + cid]
+    cache.close()
+    again = ChunkCache(tmp_path, key, limit=0)  # everything clean would be evicted at once
+    again.mark_clean([])
+    assert (
+        again.is_dirty(cid)
+        and again.get(cid) == data
+        and again.used == len(again._read(cid) or b"")
+    )
+    again.close()
