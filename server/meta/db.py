@@ -23,7 +23,9 @@ function as one transaction and await the result:
   from ``sqlite3``'s statement cache, tuples instead of SQLAlchemy rows.
 - PostgreSQL: asyncpg through SQLAlchemy's async engine; ``fn`` runs via
   ``AsyncConnection.run_sync`` (greenlet adaptation, no threads). Writers run concurrently;
-  commit.py serializes commits per namespace with ``SELECT ... FOR UPDATE``.
+  commit.py serializes commits per namespace with ``SELECT ... FOR UPDATE``. Reads run in
+  autocommit mode: under READ COMMITTED each statement has its own snapshot anyway, so the
+  read functions already tolerate changes between their statements (changes.py).
 
 A cancelled caller does not abort a transaction already handed to a worker thread: it runs
 to its end (commits are idempotent per op id, so the client's retry is safe).
@@ -102,6 +104,7 @@ class Database:
         self.is_sqlite = url.startswith(("sqlite+aiosqlite://", "sqlite://"))
         self.sync_engine: Engine | None = None
         self.async_engine: AsyncEngine | None = None
+        self._pg_reads: AsyncEngine | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._writer: Writer | None = None
         self._inline: Connection | None = None
@@ -125,9 +128,14 @@ class Database:
                 self._readers = ThreadPoolExecutor(SQLITE_READERS, "cairn-meta-read")
                 self._writer = Writer(self.sync_engine, self.sync_engine.url.database)
             elif url.startswith("postgresql+asyncpg://"):
-                self.async_engine = create_async_engine(
-                    url, pool_size=10, max_overflow=10, pool_pre_ping=True
-                )
+                # No pre-ping: it cost a round trip per transaction; a connection that
+                # died (PostgreSQL restarted) fails one request with Unavailable (503,
+                # retried by clients) and is then discarded by the pool.
+                self.async_engine = create_async_engine(url, pool_size=20, max_overflow=10)
+                # Reads run in autocommit: under READ COMMITTED (the default, kept) every
+                # statement takes its own snapshot whether or not it sits in a transaction,
+                # so BEGIN and COMMIT were two round trips that changed no answer.
+                self._pg_reads = self.async_engine.execution_options(isolation_level="AUTOCOMMIT")
             else:
                 raise ConfigError(
                     "database url must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
@@ -260,6 +268,9 @@ class Database:
             call = functools.partial(self._sqlite_txn, False, fn, *args, **kwargs)
             return await asyncio.get_running_loop().run_in_executor(self._readers, call)
         assert self.async_engine is not None
+        if not writing:
+            async with self._pg_reads.connect() as conn:
+                return await conn.run_sync(fn, *args, **kwargs)
         async with self.async_engine.connect() as conn:
             async with conn.begin():
                 return await conn.run_sync(fn, *args, **kwargs)
