@@ -22,7 +22,9 @@ from collections.abc import Callable
 
 log = logging.getLogger("cairn.server.peers")
 
-MAX_MESSAGE = 1024
+# Far above any message the server sends (a hint, a limiter key holding a user name of at
+# most 255 characters); a longer one is dropped and counted, never raised to the caller.
+MAX_MESSAGE = 16 * 1024
 _BATCH = 256  # datagrams read per wake-up before yielding to the loop
 
 
@@ -72,7 +74,9 @@ class Peers:
         counted in ``dropped``."""
         data = f"{kind} {payload}".encode()
         if len(data) > MAX_MESSAGE:
-            raise ValueError("peer message too long")
+            log.warning("peer message of %d bytes not sent (kind %s)", len(data), kind)
+            self.dropped += len(self._tx)
+            return
         for tx in self._tx:
             try:
                 tx.send(data)

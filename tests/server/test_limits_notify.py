@@ -127,3 +127,40 @@ async def test_notifier_wakes_a_waiter_and_close_ends_waits() -> None:
         assert await asyncio.wait_for(waiter, 5) == {}
         assert sub.closed
     assert n._by_ns == {}
+
+
+@pytest.mark.asyncio
+async def test_peers_share_hints_and_limiter_events_between_workers() -> None:
+    from cairn.server import peers
+
+    mesh = peers.mesh(2)
+    # for_worker closes the ends a worker does not use; in one process, give each its own
+    # duplicates so both "workers" can live side by side.
+    dup = [(rx.dup(), tx.dup()) for rx, tx in mesh]
+    a, b = peers.for_worker(mesh, 0), peers.for_worker(dup, 1)
+    a.start()
+    b.start()
+    try:
+        note_a, note_b = LocalNotifier(), LocalNotifier()
+        note_a.share_with(a)
+        note_b.share_with(b)
+        lim_a, lim_b = FailureLimiter(2, 60), FailureLimiter(2, 60)
+        lim_a.share_with(a)
+        lim_b.share_with(b)
+        with note_b.subscribe([7]) as sub:
+            await note_a.publish(7, 42)  # published in worker a ...
+            assert await sub.wait(5) == {7: 42}  # ... wakes a listener of worker b
+        long_key = "user:" + "\U0001f600" * 255  # the longest user name, 4 bytes a char
+        lim_a.fail(long_key)
+        lim_a.fail("user:m")
+        lim_a.fail("user:m")
+        with note_b.subscribe([1]) as sub:  # the mesh keeps order: once this hint is in,
+            await note_a.publish(1, 1)  # the limiter events sent before it are too
+            assert await sub.wait(5) == {1: 1}
+        with pytest.raises(E.RateLimited):
+            lim_b.check("user:m")
+        lim_b.check(long_key)  # one failure of two: still allowed
+        assert a.dropped == 0
+    finally:
+        a.close()
+        b.close()
