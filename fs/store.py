@@ -471,8 +471,12 @@ class Store:
         to an open file not sealed yet."""
         return node_id in self._queued or self.unsealed(node_id)
 
-    def outbox_done(self, seqs: Iterable[int], revs: dict[str, int] | None = None) -> None:
-        """Remove pushed ops and record the revisions the server gave (one synced batch).
+    def outbox_done(
+        self, seqs: Iterable[int], revs: dict[str, int] | None = None, *, sync: bool = True
+    ) -> None:
+        """Remove pushed ops and record the revisions the server gave (one batch, synced
+        unless ``sync`` is False: the pusher syncs off the trio thread; a crash before that
+        only re-sends ops, which the server answers by op id).
 
         Idempotent: unknown seqs are ignored. For each ``node id → rev`` the node's
         ``base_rev`` becomes ``rev`` and queued ``update``/``unlink`` ops of that node get it.
@@ -486,7 +490,7 @@ class Store:
             txn._done.extend((seq, nid) for nid in _op_nodes(json.loads(raw)))
         for node_id, rev in (revs or {}).items():
             self._set_base_rev(txn, node_id, rev)
-        txn.commit(sync=True)
+        txn.commit(sync=sync)
 
     def set_base_rev(self, node_id: str, rev: int) -> None:
         txn = self.txn()

@@ -67,7 +67,7 @@ class SyncAgent:
         self.last_sync: float | None = None
         self.last_failure: float = 0.0
         self.errors: collections.deque[tuple[float, str]] = collections.deque(maxlen=10)
-        self.uploader = Uploader(client, self._read_frame)
+        self.uploader = Uploader(client, self._read_frame, read_frames=self._read_frames)
         lock = trio.Lock()  # commit+settle vs. fetch+apply (see pusher.py)
         self.pusher = Pusher(
             store, client, self.uploader, ns=ns, parked_file=parked_file,
@@ -105,6 +105,14 @@ class SyncAgent:
     async def _read_frame(self, cid: bytes) -> bytes:
         frame: bytes = await trio.to_thread.run_sync(self.cache.plain_frame, cid)
         return frame
+
+    async def _read_frames(self, cids: list[bytes]) -> list[bytes]:
+        # one thread hop for a window of (small) frames instead of one per chunk
+        cache = self.cache
+        frames: list[bytes] = await trio.to_thread.run_sync(
+            lambda: [cache.plain_frame(c) for c in cids]
+        )
+        return frames
 
     async def _clean(self, cids: list[bytes]) -> None:
         # Committed chunks are on the server: they may be evicted from now on.

@@ -64,6 +64,8 @@ BATCH = 1000  # ops per commit (the server's bound)
 MISSING_BATCH = 1000  # ids per chunks/missing (the server's bound)
 MISSING_RETRIES = 3  # an op still missing chunks after this many uploads is parked
 MAX_ROUNDS = 1_000_000  # a bound on one drain; each round commits at least one op
+GATHER_STEP = 0.05  # see Pusher._gather
+GATHER_MAX = 0.5
 
 
 def safe_prefix(entries: list[Any], sent: frozenset[int] | set[int] = frozenset()) -> list[Any]:
@@ -256,6 +258,8 @@ class Pusher:
             self._unanswered.update(e.seq for e in entries)
             results = await self._client.commit(self._ns, [op.to_json() for op in ops])
             clean, retry_missing, refused = self._settle(entries, ops, results, folded)
+            # a synced write on the trio thread would stall every FUSE request meanwhile
+            await trio.to_thread.run_sync(self._store.sync_wal)
             await self._catch_up(ops, results)
             if refused:
                 clean.extend(await self.resolver.resolve(refused))
@@ -364,7 +368,7 @@ class Pusher:
         # Ops left queued (behind a missing_chunks answer) may be applied on the server
         # already: they stay in _unanswered, so nothing is folded into them.
         self._unanswered.difference_update(done)
-        self._store.outbox_done(done, revs)
+        self._store.outbox_done(done, revs, sync=False)  # synced by push_batch, off-thread
         self.committed += len(done)
         return clean, retry_missing, refused
 
@@ -372,5 +376,21 @@ class Pusher:
         """Push until the outbox is empty. Raises ``Unavailable`` (and other client errors)
         to the caller, which backs off; what was done so far stays done."""
         for _ in range(MAX_ROUNDS):
+            await self._gather()
             if not await self.push_batch():
                 return
+
+    async def _gather(self) -> None:
+        """While the outbox is growing (a burst of new files), wait a little for more
+        before a round: every round costs a missing-chunks query, an upload, a commit and a
+        pull on each device, so 3,000 files in ~20 rounds instead of ~350 roughly halve the
+        CPU sync takes from the creating device and the server. A lone edit waits one
+        ``GATHER_STEP``."""
+        n = self._store.outbox_len()
+        end = time.monotonic() + GATHER_MAX
+        while 0 < n < BATCH and time.monotonic() < end:
+            await trio.sleep(GATHER_STEP)
+            m = self._store.outbox_len()
+            if m <= n:
+                return
+            n = m
