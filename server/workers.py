@@ -77,7 +77,14 @@ def run(cfg: Config, serve: Serve, notify: Callable[[str], None]) -> None:
     for index in range(cfg.workers):
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # EAGAIN/ENOMEM: leave no worker of a half-started server behind
+            for started in pids:
+                os.kill(started, signal.SIGTERM)
+            for started in pids:
+                os.waitpid(started, 0)
+            raise
         if pid == 0:  # the worker
             os.close(ready_r)
             code = 1
