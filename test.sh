@@ -21,4 +21,4 @@ echo "== pytest"
 if (($#)); then
   exec pytest "$@"
 fi
-exec pytest -m "not soak"
+exec pytest -m "not soak" --durations=15
