@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import urllib.request
 
 import pytest
 
@@ -15,7 +14,7 @@ from cairn.core.chunker import MAX_SIZE
 from cairn.fs.files import MAX_READAHEAD
 from cairn.fs.sync.uploader import DEFAULT_CONCURRENCY
 from tests.support.drive import wait_until
-from tests.sync.test_offline_faults import chunk_bytes_in
+from tests.sync.test_offline_faults import chunk_bytes_in, server_counter
 from tests.sync.tree import file_digest, pending_zero
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
@@ -59,11 +58,7 @@ def test_kill9_mid_upload_resumes_without_resending(sync_devices, proxy, drive_s
 
 
 def chunk_bytes_out(url: str) -> float:
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith("cairn_chunk_bytes_out_total "):
-                return float(line.split()[1])
-    raise AssertionError("no cairn_chunk_bytes_out_total in /metrics")
+    return server_counter(url, "cairn_chunk_bytes_out_total")
 
 
 def test_kill9_mid_download_refetches_nothing_cached(sync_devices, drive_server) -> None:

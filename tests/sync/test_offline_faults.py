@@ -28,12 +28,17 @@ def file_map(snap):  # type: ignore[no-untyped-def]
     return {k: v[3] for k, v in snap.items() if v[0] == "file"}
 
 
-def chunk_bytes_in(url: str) -> float:
+def server_counter(url: str, name: str) -> float:
+    """The value of an unlabelled counter on the server's ``/metrics``."""
     with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
         for line in r.read().decode().splitlines():
-            if line.startswith("cairn_chunk_bytes_in_total "):
+            if line.startswith(name + " "):
                 return float(line.split()[1])
-    raise AssertionError("no cairn_chunk_bytes_in_total in /metrics")
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def chunk_bytes_in(url: str) -> float:
+    return server_counter(url, "cairn_chunk_bytes_in_total")
 
 
 def test_server_down_both_edit_then_converge(sync_devices, drive_server) -> None:
