@@ -11,7 +11,8 @@ Nodes with unpushed local edits are left alone by the store (local wins until th
 issue's conflict handling); they are reported in ``Changes.kept_local`` and counted here.
 
 Mass-delete guard: the pages of one pull are fetched first (up to ``LOOKAHEAD`` entries) and
-the deletions of files this device knows are counted. A mass deletion on another device
+the deletions of files this device knows, net of the new files the pull brings, are
+counted. A mass deletion on another device
 reaches the feed over seconds (its pushes follow its unlinks), so once a pull holds
 ``MIN_HALF`` deletions the puller keeps reading the feed until it has been quiet for
 ``SETTLE`` s (at most ``SETTLE_MAX``) before deciding. More than ``MAX_DELETES`` of them, or
@@ -77,12 +78,22 @@ class Puller:
         return was
 
     def _deletes(self, nodes: list[wire.Node]) -> int:
+        """Files this device knows that the pull removes, net of new files it brings:
+        a file replaced by a new one (unlink + create, or a save through a new node) does
+        not shrink the tree, and holding those would stop ordinary editing of a small
+        tree. A rename over a file, or a plain delete, counts."""
         store = self._store
-        deletes = 0
-        for rn in nodes:
-            if rn.deleted and rn.type == "file" and store.ino_of(rn.id) is not None:
+        latest = {rn.id: rn for rn in nodes}  # a node repeated by _settle: its last state
+        deletes = arrivals = 0
+        for rn in latest.values():
+            if rn.type != "file":
+                continue
+            known = store.ino_of(rn.id) is not None
+            if rn.deleted and known:
                 deletes += 1
-        return deletes
+            elif not rn.deleted and not known:
+                arrivals += 1
+        return max(0, deletes - arrivals)
 
     async def _settle(self, nodes: list[wire.Node], cursor: str | None) -> str | None:
         """Extend ``nodes`` with what the feed adds until it is quiet; returns the cursor."""

@@ -477,3 +477,36 @@ async def test_edit_then_delete_here_while_deleted_elsewhere_stays_deleted(
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.expect_warnings
+async def test_files_replaced_by_new_ones_are_not_a_mass_delete(
+    drive_server: DriveServer, tmp_path: Path
+) -> None:
+    """Most files of a tree deleted and re-created (new nodes, same names) in one push
+    round is editing, not a mass deletion: the tree does not shrink (fsx seed 2, five of
+    five files, was held)."""
+    a, b = await pair(drive_server, tmp_path)
+    try:
+        for i in range(10):
+            a.create(f"f{i}", b"old %d" % i)
+        await a.sync()
+        await b.agent.puller.pull_once()
+        for i in range(8):
+            a.unlink(f"f{i}")
+            a.create(f"f{i}", b"new %d" % i)
+        await a.sync()
+        await b.agent.puller.pull_once()
+        assert b.agent.puller.held is None
+        assert b.tree() == {f"f{i}": b.cid(b"%s %d" % (b"new" if i < 8 else b"old", i))
+                            for i in range(10)}  # fmt: skip
+        for i in range(7):  # a real deletion of most of the tree is still held
+            a.unlink(f"f{i}")
+        a.create("g", b"one new file")
+        await a.sync()
+        await b.agent.puller.pull_once()
+        assert b.agent.puller.held is not None and b.agent.puller.held["deletes"] == 6
+    finally:
+        await a.close()
+        await b.close()
