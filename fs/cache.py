@@ -205,13 +205,17 @@ class ChunkCache:
         with self._lock:
             if cid in self._dirty or cid in self._clean:
                 return  # another thread cached the same chunk meanwhile: count it once
-            if dirty:
-                self._dirty[cid] = len(data)
-            else:
-                self._clean[cid] = len(data)
-            self._used += len(data)
+            self._count(cid, len(data), dirty)
         if not dirty:
             self._evict()
+
+    def _count(self, cid: bytes, n: int, dirty: bool) -> None:
+        """Index a newly stored frame of ``n`` bytes (caller holds the lock)."""
+        if dirty:
+            self._dirty[cid] = n
+        else:
+            self._clean[cid] = n
+        self._used += n
 
     def _install_small(self, cid: bytes, data: bytes, dirty: bool) -> None:
         with self._lock:
@@ -222,11 +226,7 @@ class ChunkCache:
             self._db.put((_DIRTY if dirty else _CLEAN) + cid, data)
             self._small.add(cid)
             self._small_unsynced = True
-            if dirty:
-                self._dirty[cid] = len(data)
-            else:
-                self._clean[cid] = len(data)
-            self._used += len(data)
+            self._count(cid, len(data), dirty)
         if not dirty:
             self._evict()
 

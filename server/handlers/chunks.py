@@ -20,6 +20,8 @@ makes the metadata point at it, so a crash in between leaves at worst an unrefer
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -95,17 +97,28 @@ async def missing(request: web.Request) -> web.Response:
     return web.json_response({"missing": [c.hex() for c in gone]})
 
 
+@contextlib.asynccontextmanager
+async def _upload_budget(request: web.Request) -> AsyncIterator[int]:
+    """Hold the upload budget for this request's body (its declared length, else the
+    limit) and yield the body limit. The budget bounds the upload bodies held in memory at
+    once, by bytes; it is released when the block ends, so the handler drops the body (and
+    what it made of it) inside the block and does its metadata write after it, never
+    holding up other uploads' bodies."""
+    limit = request.app[CONFIG].limits.chunk_body
+    declared = _check_length(request, limit)
+    budget = request.app[UPLOADS]
+    held = await budget.acquire(limit if declared is None else declared)
+    try:
+        yield limit
+    finally:
+        budget.release(held)
+
+
 async def put_chunk(request: web.Request) -> web.Response:
     cid = _cid(request)
     app = request.app
     me = caller(request)
-    limit = app[CONFIG].limits.chunk_body
-    declared = _check_length(request, limit)
-    # Bounds the chunk bodies held in memory at once, by bytes: released once the blob is
-    # stored, so the metadata write below never holds up other uploads' bodies.
-    budget = app[UPLOADS]
-    held = await budget.acquire(limit if declared is None else declared)
-    try:
+    async with _upload_budget(request) as limit:
         body = await read_body(request, limit)
         metrics.CHUNK_BYTES_IN.inc(len(body))
         keys = app[KEYS]
@@ -121,8 +134,6 @@ async def put_chunk(request: web.Request) -> web.Response:
             metrics.DEDUPE_HITS.inc()
         stored_len = len(sealed)
         del body, sealed
-    finally:
-        budget.release(held)
     await meta.record_upload(me.user_id, cid, plain_len, stored_len)
     return web.json_response({"stored": stored}, status=201 if stored else 200)
 
@@ -130,13 +141,9 @@ async def put_chunk(request: web.Request) -> web.Response:
 async def post_batch(request: web.Request) -> web.Response:
     app = request.app
     me = caller(request)
-    # A batch body is bounded like one chunk body, so the byte budget below bounds memory
-    # for batches and single uploads alike.
-    limit = app[CONFIG].limits.chunk_body
-    declared = _check_length(request, limit)
-    budget = app[UPLOADS]
-    held = await budget.acquire(limit if declared is None else declared)
-    try:
+    # A batch body is bounded like one chunk body, so the upload budget bounds memory for
+    # batches and single uploads alike.
+    async with _upload_budget(request) as limit:
         body = await read_body(request, limit)
         records = chunkbatch.decode(body)
         metrics.CHUNK_BYTES_IN.inc(sum(len(f) for _, f in records))
@@ -160,8 +167,6 @@ async def post_batch(request: web.Request) -> web.Response:
         metrics.DEDUPE_HITS.inc(len(verified) - len(new))
         uploads = [(cid, plain, len(sealed)) for cid, (plain, sealed) in verified.items()]
         del verified  # the sealed copies: nothing of the body is held past the budget
-    finally:
-        budget.release(held)
     await meta.record_uploads(me.user_id, uploads)
     fresh = set(new)
     results: list[dict[str, Any]] = []
