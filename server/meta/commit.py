@@ -13,16 +13,22 @@
 
 Only applied results are stored: a conflict or ``missing_chunks`` answer is recomputed when
 the device retries the same op id (after uploading the chunks, say).
+
+What a batch does is decided here, once; the rows are read and written through a
+``CommitSql``: plain ``sqlite3`` on SQLite (``sqlite_writes``, the cheap path the writer
+thread needs), SQLAlchemy Core on PostgreSQL (``commit_sql``).
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection
 
 from cairn.core import wire
 from cairn.core.errors import (
@@ -37,75 +43,60 @@ from cairn.core.errors import (
     TooLarge,
 )
 
-from .chunks import referenced_by
-from .db import batched
-from .nodes import NodeState, child_id, load_nodes
-from .schema import chunks, journal, names, namespaces, nodes, op_results, revisions, users, xattrs
+from .commit_sql import AlchemySql
+from .nodes import NodeState
+from .sqlite_writes import SqliteSql
 
 MAX_DEPTH = 4096
 
-# Statements built once: a commit runs a dozen of them, and building a construct per call
-# (cache-key generation, coercions) costs more than executing it on SQLite.
-_b = bindparam
-_LOCK = (
-    select(namespaces.c.seq, namespaces.c.used, namespaces.c.owner_id, users.c.quota)
-    .select_from(namespaces.join(users, users.c.id == namespaces.c.owner_id))
-    .where(namespaces.c.id == _b("ns"))
-    .with_for_update(of=namespaces)
-)
-_OTHER_USED = select(namespaces.c.used).where(
-    namespaces.c.owner_id == _b("owner"), namespaces.c.id != _b("ns")
-)
-_STORED = select(op_results.c.op_id, op_results.c.result).where(
-    op_results.c.device_id == _b("device"), op_results.c.op_id.in_(_b("ids", expanding=True))
-)
-_HAS_CHILD = (
-    select(names.c.node).where(names.c.ns == _b("ns"), names.c.parent == _b("parent")).limit(1)
-)
-_PARENT_OF = select(names.c.parent).where(names.c.node == _b("node")).limit(1)
-_SAVE_NODE = (
-    update(nodes)
-    .where(nodes.c.id == _b("b_id"))
-    .values(
-        mode=_b("b_mode"), mtime_ns=_b("b_mtime_ns"), rev=_b("b_rev"), size=_b("b_size"),
-        used=_b("b_used"), deleted=_b("b_deleted"), deleted_ns=_b("b_deleted_ns"),
-        last_parent=_b("b_last_parent"), last_name=_b("b_last_name"), seq=_b("b_seq"),
-    )
-)  # fmt: skip
-_INSERT_NODE = insert(nodes)
-_INSERT_NAME = insert(names)
-_INSERT_XATTR = insert(xattrs)
-_INSERT_REVISION = insert(revisions)
-_INSERT_JOURNAL = insert(journal)
-_INSERT_RESULT = insert(op_results)
-_NAME_WHERE = (
-    names.c.ns == _b("b_ns"),
-    names.c.parent == _b("b_parent"),
-    names.c.name == _b("b_name"),
-)
-_DELETE_NAME = delete(names).where(*_NAME_WHERE)
-_MOVE_NAME = (
-    update(names).where(*_NAME_WHERE).values(parent=_b("b_new_parent"), name=_b("b_new_name"))
-)
-_DELETE_XATTRS = delete(xattrs).where(
-    xattrs.c.node == _b("node"), xattrs.c.name.in_(_b("names", expanding=True))
-)
-_ADD_REFS = (
-    update(chunks)
-    .where(chunks.c.id.in_(_b("ids", expanding=True)))
-    .values(refcount=chunks.c.refcount + _b("delta"))
-)
-_LOCK_CHUNKS = (
-    select(chunks.c.id)
-    .where(chunks.c.id.in_(_b("ids", expanding=True)))
-    .order_by(chunks.c.id)
-    .with_for_update()
-)
-_SAVE_NS = (
-    update(namespaces)
-    .where(namespaces.c.id == _b("b_ns"))
-    .values(seq=_b("b_seq"), used=_b("b_used"))
-)
+
+class CommitSql(Protocol):
+    """The rows a commit reads and writes, inside the caller's open write transaction:
+    ``commit_sql.AlchemySql`` (SQLAlchemy Core, PostgreSQL) and ``sqlite_writes.SqliteSql``
+    (plain ``sqlite3``, SQLite). They decide nothing; ``Batch`` does."""
+
+    def lock_namespace(self, ns: int) -> tuple[int, int, int, int | None] | None:
+        """Lock the namespace row; ``(seq, used, owner_id, owner's quota)`` or None."""
+
+    def other_used(self, owner: int, ns: int) -> int:
+        """Bytes used by the owner's other namespaces."""
+
+    def stored_results(self, device: int, op_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """``(op_id, result JSON)`` stored for those of ``op_ids`` the device applied."""
+
+    def load_nodes(self, ids: Sequence[str]) -> dict[str, NodeState]:
+        """The nodes among ``ids`` that exist (any namespace), with blocklist, names and
+        xattrs."""
+
+    def child_id(self, ns: int, parent: str, name: str) -> str | None: ...
+    def has_child(self, ns: int, parent: str) -> bool: ...
+    def parent_of(self, node: str) -> str | None: ...
+    def referenced(self, user_id: int, ids: Sequence[bytes]) -> set[bytes]: ...
+    def insert_node(self, s: NodeState) -> None: ...
+    def save_node(self, s: NodeState) -> None: ...
+    def insert_name(self, ns: int, parent: str, name: str, node: str) -> None: ...
+    def delete_name(self, ns: int, parent: str, name: str) -> None: ...
+    def move_name(
+        self, ns: int, parent: str, name: str, new_parent: str, new_name: str
+    ) -> None: ...
+    def insert_xattrs(self, node: str, items: dict[str, bytes]) -> None: ...
+    def delete_xattrs(self, node: str, keys: list[str]) -> None: ...
+
+    def insert_revision(self, row: tuple[Any, ...]) -> None:
+        """``row``: the columns of ``commit_sql.REVISION_COLUMNS``."""
+
+    def finish(
+        self,
+        journal_rows: list[tuple[Any, ...]],
+        result_rows: list[tuple[Any, ...]],
+        refs: Counter[bytes],
+        ns: int,
+        seq: int,
+        used: int,
+    ) -> None:
+        """Insert the journal rows (``JOURNAL_COLUMNS``) and stored results
+        (``RESULT_COLUMNS``), add ``refs`` to the chunks' refcounts and save the
+        namespace's seq and usage."""
 
 
 class _Refused(Exception):
@@ -130,8 +121,8 @@ def _data_bytes(bl: wire.Blocklist) -> int:
 class Batch:
     """State of one commit transaction. Not shared between tasks."""
 
-    def __init__(self, conn: Connection, user_id: int, device_id: int, ns: int, now: int) -> None:
-        self.conn = conn
+    def __init__(self, sql: CommitSql, user_id: int, device_id: int, ns: int, now: int) -> None:
+        self.sql = sql
         self.user_id = user_id
         self.device_id = device_id
         self.ns = ns
@@ -141,8 +132,8 @@ class Batch:
         self.quota: int | None = None
         self.other_used = 0
         self.cache: dict[str, NodeState | None] = {}
-        self.journal_rows: list[dict[str, Any]] = []
-        self.result_rows: list[dict[str, Any]] = []
+        self.journal_rows: list[tuple[Any, ...]] = []
+        self.result_rows: list[tuple[Any, ...]] = []
         self.refs: Counter[bytes] = Counter()
 
     # --- setup and teardown --------------------------------------------------------------
@@ -152,20 +143,16 @@ class Batch:
         unless the committing user owns the namespace."""
         if type(self.ns) is not int:
             raise NotFound("namespace not found")
-        row = self.conn.execute(_LOCK, {"ns": self.ns}).first()
-        if row is None or row.owner_id != self.user_id:
+        row = self.sql.lock_namespace(self.ns)
+        if row is None or row[2] != self.user_id:
             raise NotFound(f"namespace {self.ns} not found")
-        self.seq, self.used, self.quota = row.seq, row.used, row.quota
+        self.seq, self.used, owner, self.quota = row
         if self.quota is not None:
-            others = self.conn.execute(_OTHER_USED, {"owner": row.owner_id, "ns": self.ns})
-            self.other_used = sum(r[0] for r in others)
+            self.other_used = self.sql.other_used(owner, self.ns)
 
     def stored_results(self, op_ids: list[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        for part in batched(op_ids):
-            rows = self.conn.execute(_STORED, {"device": self.device_id, "ids": list(part)})
-            found.update((op_id, json.loads(result)) for op_id, result in rows)
-        return found
+        rows = self.sql.stored_results(self.device_id, op_ids)
+        return {op_id: json.loads(result) for op_id, result in rows}
 
     def preload(self, ops: list[wire.Op]) -> None:
         ids: list[str] = []
@@ -175,35 +162,21 @@ class Batch:
                 value = getattr(op, attr, None)
                 if value is not None:
                     ids.append(value)
-        found = load_nodes(self.conn, ids)
+        found = self.sql.load_nodes(ids)
         for node_id in ids:
             self.cache[node_id] = found.get(node_id)
 
     def finish(self) -> None:
-        c = self.conn
-        if self.journal_rows:
-            c.execute(_INSERT_JOURNAL, self.journal_rows)
-        if self.result_rows:
-            c.execute(_INSERT_RESULT, self.result_rows)
-        if self.refs and c.dialect.name == "postgresql":
-            # Two commits in different namespaces may touch the same chunks: take the row
-            # locks in one global order (by id) first so their updates cannot deadlock.
-            for part in batched(sorted(self.refs)):
-                c.execute(_LOCK_CHUNKS, {"ids": list(part)}).all()
-        by_delta: dict[int, list[bytes]] = {}
-        for cid, n in sorted(self.refs.items()):
-            by_delta.setdefault(n, []).append(cid)
-        for delta, ids in by_delta.items():
-            for part in batched(ids):
-                c.execute(_ADD_REFS, {"ids": list(part), "delta": delta})
-        c.execute(_SAVE_NS, {"b_ns": self.ns, "b_seq": self.seq, "b_used": self.used})
+        self.sql.finish(
+            self.journal_rows, self.result_rows, self.refs, self.ns, self.seq, self.used
+        )
 
     # --- lookups -------------------------------------------------------------------------
 
     def get(self, node_id: str) -> NodeState | None:
         """The node if it exists in this namespace (deleted or not)."""
         if node_id not in self.cache:
-            self.cache[node_id] = (load_nodes(self.conn, [node_id])).get(node_id)
+            self.cache[node_id] = self.sql.load_nodes([node_id]).get(node_id)
         state = self.cache[node_id]
         return state if state is not None and state.ns == self.ns else None
 
@@ -224,7 +197,7 @@ class Batch:
         return state
 
     def check_free(self, parent: str, name: str) -> None:
-        holder = child_id(self.conn, self.ns, parent, name)
+        holder = self.sql.child_id(self.ns, parent, name)
         if holder is not None:
             raise _conflict("name_taken", self.get(holder))
 
@@ -235,7 +208,7 @@ class Batch:
             raise AlreadyExists(f"node id {node_id} already exists")
 
     def has_children(self, dir_id: str) -> bool:
-        return self.conn.execute(_HAS_CHILD, {"ns": self.ns, "parent": dir_id}).first() is not None
+        return self.sql.has_child(self.ns, dir_id)
 
     def is_within(self, ancestor: str, node_id: str) -> bool:
         """True if ``node_id`` is ``ancestor`` or lies below it (directories have one name)."""
@@ -245,13 +218,13 @@ class Batch:
                 return False
             if current == ancestor:
                 return True
-            current = self.conn.execute(_PARENT_OF, {"node": current}).scalar()
+            current = self.sql.parent_of(current)
         raise InvalidArgument(f"directory tree deeper than {MAX_DEPTH}")
 
     def check_content(self, bl: wire.Blocklist, delta: int) -> None:
         ids = bl.chunk_ids()
         if ids:
-            present = referenced_by(self.conn, self.user_id, ids)
+            present = self.sql.referenced(self.user_id, ids)
             missing = [cid.hex() for cid in ids if cid not in present]
             if missing:
                 raise _Refused({"status": "missing_chunks", "missing": missing})
@@ -269,50 +242,28 @@ class Batch:
     def bump(self, state: NodeState, kind: str) -> int:
         self.seq += 1
         state.seq = self.seq
-        self.journal_rows.append(
-            {"ns": self.ns, "seq": self.seq, "node": state.id, "op": kind,
-             "device_id": self.device_id, "created_ns": self.now}
-        )  # fmt: skip
+        self.journal_rows.append((self.ns, self.seq, state.id, kind, self.device_id, self.now))
         return self.seq
 
     def save(self, state: NodeState, kind: str) -> None:
         """Allocate a seq for ``state`` and write its row."""
         self.bump(state, kind)
-        self.conn.execute(
-            _SAVE_NODE,
-            {"b_id": state.id, "b_mode": state.mode, "b_mtime_ns": state.mtime_ns,
-             "b_rev": state.rev, "b_size": state.size, "b_used": state.used,
-             "b_deleted": state.deleted, "b_deleted_ns": state.deleted_ns,
-             "b_last_parent": state.last_parent, "b_last_name": state.last_name,
-             "b_seq": state.seq},
-        )  # fmt: skip
+        self.sql.save_node(state)
 
     def insert_node(self, state: NodeState, parent: str, name: str, kind: str) -> None:
         self.bump(state, kind)
         state.names = [(parent, name)]
-        self.conn.execute(
-            _INSERT_NODE,
-            {"id": state.id, "ns": self.ns, "type": state.type, "mode": state.mode,
-             "mtime_ns": state.mtime_ns, "rev": state.rev, "size": state.size,
-             "used": state.used, "target": state.target, "deleted": False, "seq": state.seq},
-        )  # fmt: skip
-        self.conn.execute(
-            _INSERT_NAME, {"ns": self.ns, "parent": parent, "name": name, "node": state.id}
-        )
+        self.sql.insert_node(state)
+        self.sql.insert_name(self.ns, parent, name, state.id)
         if state.xattrs:
-            self.conn.execute(
-                _INSERT_XATTR,
-                [{"node": state.id, "name": k, "value": v} for k, v in state.xattrs.items()],
-            )
+            self.sql.insert_xattrs(state.id, state.xattrs)
         self.cache[state.id] = state
 
     def add_revision(self, state: NodeState, bl: wire.Blocklist) -> None:
         blob = bl.encode()
-        self.conn.execute(
-            _INSERT_REVISION,
-            {"node": state.id, "rev": state.rev, "blocklist": blob, "size": state.size,
-             "used": state.used, "mtime_ns": state.mtime_ns, "mode": state.mode,
-             "device_id": self.device_id, "created_ns": self.now},
+        self.sql.insert_revision(
+            (state.id, state.rev, blob, state.size, state.used, state.mtime_ns, state.mode,
+             self.device_id, self.now)
         )  # fmt: skip
         state.blocklist = blob
         self.refs.update(bl.chunk_ids())
@@ -320,7 +271,7 @@ class Batch:
     def drop_name(self, state: NodeState, parent: str, name: str) -> None:
         """Remove one name of ``state``; the last one moves the node to the trash. The
         caller saves the node."""
-        self.conn.execute(_DELETE_NAME, {"b_ns": self.ns, "b_parent": parent, "b_name": name})
+        self.sql.delete_name(self.ns, parent, name)
         state.names.remove((parent, name))
         if not state.names:
             state.deleted = True
@@ -389,12 +340,9 @@ class Batch:
             raise TooLarge(f"a node holds at most {wire.MAX_XATTRS} xattrs")
         gone = [k for k in state.xattrs if k not in merged or k in op.xattrs_set]
         if gone:
-            self.conn.execute(_DELETE_XATTRS, {"node": state.id, "names": gone})
+            self.sql.delete_xattrs(state.id, gone)
         if op.xattrs_set:
-            self.conn.execute(
-                _INSERT_XATTR,
-                [{"node": state.id, "name": k, "value": v} for k, v in op.xattrs_set.items()],
-            )
+            self.sql.insert_xattrs(state.id, op.xattrs_set)
         state.xattrs = merged
         if op.mode is not None:
             state.mode = op.mode
@@ -410,7 +358,7 @@ class Batch:
         self.directory(op.new_parent, "new_parent")
         if state.type == "dir" and self.is_within(state.id, op.new_parent):
             raise InvalidArgument("cannot move a directory into itself or its own subtree")
-        holder_id = child_id(self.conn, self.ns, op.new_parent, op.new_name)
+        holder_id = self.sql.child_id(self.ns, op.new_parent, op.new_name)
         if holder_id == state.id:
             # Already linked there (the same name, or a hard link): nothing moves, as with
             # rename(2) when both names are links to the same file.
@@ -436,11 +384,7 @@ class Batch:
                 raise NotADirectory(f"{op.new_name!r} is not a directory")
             self.drop_name(holder, op.new_parent, op.new_name)
             self.save(holder, "replaced")
-        self.conn.execute(
-            _MOVE_NAME,
-            {"b_ns": self.ns, "b_parent": op.parent, "b_name": op.name,
-             "b_new_parent": op.new_parent, "b_new_name": op.new_name},
-        )  # fmt: skip
+        self.sql.move_name(self.ns, op.parent, op.name, op.new_parent, op.new_name)
         state.names[state.names.index((op.parent, op.name))] = (op.new_parent, op.new_name)
         self.save(state, "rename")
         return state
@@ -453,10 +397,7 @@ class Batch:
             raise InvalidArgument("hard links are only allowed to files")
         self.directory(op.new_parent, "new_parent")
         self.check_free(op.new_parent, op.new_name)
-        self.conn.execute(
-            _INSERT_NAME,
-            {"ns": self.ns, "parent": op.new_parent, "name": op.new_name, "node": state.id},
-        )
+        self.sql.insert_name(self.ns, op.new_parent, op.new_name, state.id)
         state.names.append((op.new_parent, op.new_name))
         self.save(state, "link")
         return state
@@ -474,11 +415,29 @@ class Batch:
         return state
 
 
+def sql_for(conn: Connection) -> CommitSql:
+    """The statements for ``conn``'s backend: plain ``sqlite3`` on the DBAPI connection of
+    a SQLite transaction (same transaction, same savepoints), SQLAlchemy Core otherwise."""
+    if conn.dialect.name == "sqlite":
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        return SqliteSql(raw)
+    return AlchemySql(conn)
+
+
 def apply_batch(
-    conn: Connection, user_id: int, device_id: int, ns: int, ops: list[wire.Op]
+    conn: Connection,
+    user_id: int,
+    device_id: int,
+    ns: int,
+    ops: list[wire.Op],
+    sql: CommitSql | None = None,
 ) -> list[dict[str, Any]]:
-    """Apply ``ops`` in order on ``conn`` (an open write transaction); RESULT per op."""
-    batch = Batch(conn, user_id, device_id, ns, time.time_ns())
+    """Apply ``ops`` in order on ``conn`` (an open write transaction); RESULT per op.
+
+    ``sql``: the statements to run (default ``sql_for(conn)``; the equivalence test passes
+    ``AlchemySql`` on SQLite)."""
+    batch = Batch(sql or sql_for(conn), user_id, device_id, ns, time.time_ns())
     batch.lock()
     done = batch.stored_results([op.op_id for op in ops])
     todo = [op for op in ops if op.op_id not in done]
@@ -503,8 +462,8 @@ def apply_batch(
                   "node": state.to_json()}  # fmt: skip
         results.append(result)
         batch.result_rows.append(
-            {"device_id": device_id, "op_id": op.op_id, "ns": ns, "seq": state.seq,
-             "result": json.dumps(result, separators=(",", ":")), "created_ns": batch.now}
+            (device_id, op.op_id, ns, state.seq, json.dumps(result, separators=(",", ":")),
+             batch.now)
         )  # fmt: skip
     batch.finish()
     return results

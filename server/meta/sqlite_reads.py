@@ -36,7 +36,7 @@ from .models import Device
 ID_SIZE = 32
 # IN lists are padded to a power of two (repeating their first item), so at most a dozen
 # distinct statement texts exist per query and all of them stay in the statement cache.
-_MAX_IN = 512
+MAX_IN = 512
 
 _NODE_COLS = "n.id, n.ns, n.type, n.mode, n.mtime_ns, n.rev, n.size, n.target, n.deleted, n.seq"
 _HEAD_JOIN = "LEFT JOIN revisions r ON r.node = n.id AND r.rev = n.rev"
@@ -69,11 +69,11 @@ _SINCE = (
 _CHUNK_KNOWN = "SELECT 1 FROM chunks WHERE id = ?"
 
 
-def _in(n: int) -> str:
+def in_list(n: int) -> str:
     return ",".join("?" * n)
 
 
-def _padded(items: Sequence[Any]) -> tuple[int, list[Any]]:
+def padded(items: Sequence[Any]) -> tuple[int, list[Any]]:
     """(padded length, items padded with repeats of the first) for an IN list."""
     size = 1
     while size < len(items):
@@ -81,15 +81,15 @@ def _padded(items: Sequence[Any]) -> tuple[int, list[Any]]:
     return size, list(items) + [items[0]] * (size - len(items))
 
 
-def _names_xattrs_sql(n: int) -> str:
+def names_xattrs_sql(n: int) -> str:
     return (
-        f"SELECT node, 0, parent, name, NULL FROM names WHERE node IN ({_in(n)}) UNION ALL "
-        f"SELECT node, 1, name, NULL, value FROM xattrs WHERE node IN ({_in(n)})"
+        f"SELECT node, 0, parent, name, NULL FROM names WHERE node IN ({in_list(n)}) UNION ALL "
+        f"SELECT node, 1, name, NULL, value FROM xattrs WHERE node IN ({in_list(n)})"
     )
 
 
-def _referenced_sql(n: int) -> str:
-    return f"SELECT chunk FROM user_chunks WHERE user_id = ? AND chunk IN ({_in(n)})"
+def referenced_sql(n: int) -> str:
+    return f"SELECT chunk FROM user_chunks WHERE user_id = ? AND chunk IN ({in_list(n)})"
 
 
 def _names_xattrs(
@@ -98,9 +98,9 @@ def _names_xattrs(
     """Names ``[(parent, name)]`` and base64 xattrs of the nodes ``ids`` (absent: none)."""
     names: dict[str, list[tuple[str, str]]] = {}
     xattrs: dict[str, dict[str, str]] = {}
-    for start in range(0, len(ids), _MAX_IN):
-        size, part = _padded(ids[start : start + _MAX_IN])
-        for node, kind, a, b, value in conn.execute(_names_xattrs_sql(size), part + part):
+    for start in range(0, len(ids), MAX_IN):
+        size, part = padded(ids[start : start + MAX_IN])
+        for node, kind, a, b, value in conn.execute(names_xattrs_sql(size), part + part):
             if kind == 0:
                 names.setdefault(node, []).append((a, b))
             else:
@@ -225,11 +225,11 @@ def _check_ids(ids: Sequence[bytes]) -> None:
             raise InvalidArgument("a chunk id is 32 bytes")
 
 
-def _referenced(conn: sqlite3.Connection, user_id: int, ids: Sequence[bytes]) -> set[bytes]:
+def referenced(conn: sqlite3.Connection, user_id: int, ids: Sequence[bytes]) -> set[bytes]:
     present: set[bytes] = set()
-    for start in range(0, len(ids), _MAX_IN):
-        size, part = _padded(ids[start : start + _MAX_IN])
-        present.update(r[0] for r in conn.execute(_referenced_sql(size), [user_id, *part]))
+    for start in range(0, len(ids), MAX_IN):
+        size, part = padded(ids[start : start + MAX_IN])
+        present.update(r[0] for r in conn.execute(referenced_sql(size), [user_id, *part]))
     return present
 
 
@@ -239,13 +239,13 @@ def missing_chunks(conn: sqlite3.Connection, user_id: int, ids: list[bytes]) -> 
     unique = list(dict.fromkeys(ids))
     if not unique:
         return []
-    present = _referenced(conn, user_id, unique)
+    present = referenced(conn, user_id, unique)
     return [cid for cid in unique if cid not in present]
 
 
 def user_has_chunk(conn: sqlite3.Connection, user_id: int, cid: bytes) -> bool:
     _check_ids([cid])
-    return bool(_referenced(conn, user_id, [cid]))
+    return bool(referenced(conn, user_id, [cid]))
 
 
 def chunk_known(conn: sqlite3.Connection, cid: bytes) -> bool:
