@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 MAX_GROUP = 32
 LOCK_SUFFIX = "-cairn-writer.lock"
@@ -59,11 +59,21 @@ def _settle(job: _Job) -> None:
         job.future.set_result(job.result)
 
 
-def _deliver(job: _Job) -> None:
-    try:
-        job.loop.call_soon_threadsafe(_settle, job)
-    except RuntimeError:  # the caller's loop is closed: nobody waits any more
-        pass
+def _settle_all(jobs: list[_Job]) -> None:
+    for job in jobs:
+        _settle(job)
+
+
+def _deliver(jobs: list[_Job]) -> None:
+    """Hand the results back: one wake-up of each caller loop per group, not per job."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+    for job in jobs:
+        by_loop.setdefault(job.loop, []).append(job)
+    for loop, mine in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_all, mine)
+        except RuntimeError:  # the caller's loop is closed: nobody waits any more
+            pass
 
 
 class Writer:
@@ -79,6 +89,9 @@ class Writer:
             else None
         )
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # The transaction connection, kept for the thread's life: checking one out of the
+        # pool and back in for every group cost as much CPU as a small commit's SQL.
+        self._conn: Connection | None = None
         self._thread = threading.Thread(target=self._run, name="cairn-meta-write", daemon=True)
         self._thread.start()
 
@@ -92,6 +105,9 @@ class Writer:
         """Run the jobs already queued, then end the thread (blocking)."""
         self._queue.put(None)
         self._thread.join()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -135,31 +151,40 @@ class Writer:
                 job.result = job.fn(conn, *job.args, **job.kwargs)
         except BaseException as exc:  # handed to the caller
             job.error = exc
-        _deliver(job)
+        _deliver([job])
 
     def _run_transaction(self, jobs: list[_Job]) -> None:
         single = len(jobs) == 1
+        conn = self._conn
+        job_raised = False
         try:
-            with self.engine.connect() as conn:
-                conn = conn.execution_options(cairn_immediate=True)
-                with conn.begin():
-                    for job in jobs:
-                        nested = None if single else conn.begin_nested()
-                        try:
-                            job.result = job.fn(conn, *job.args, **job.kwargs)
-                        except BaseException as exc:
-                            job.error = exc
-                            if nested is None:
-                                raise
-                            nested.rollback()
-                        else:
-                            if nested is not None:
-                                nested.commit()
+            if conn is None or conn.closed or conn.invalidated:
+                conn = self.engine.connect().execution_options(cairn_immediate=True)
+                self._conn = conn
+            with conn.begin():
+                for job in jobs:
+                    nested = None if single else conn.begin_nested()
+                    try:
+                        job.result = job.fn(conn, *job.args, **job.kwargs)
+                    except BaseException as exc:
+                        job.error = exc
+                        if nested is None:
+                            job_raised = True
+                            raise
+                        nested.rollback()
+                    else:
+                        if nested is not None:
+                            nested.commit()
         except BaseException as exc:
             # BEGIN or COMMIT failed (or the single job raised): nothing of this group is
             # durable, so no job may report success.
             for job in jobs:
                 if job.error is None:
                     job.error = exc
-        for job in jobs:
-            _deliver(job)
+            if not job_raised:
+                # BEGIN, a savepoint or COMMIT failed: the connection may be unusable
+                # (disk error, closed file), so the next group opens a fresh one.
+                self._conn = None
+                if conn is not None:
+                    conn.close()
+        _deliver(jobs)
