@@ -44,7 +44,6 @@ worker thread may run ``sync_wal``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import struct
 import time
@@ -58,10 +57,13 @@ from cairn.core import wire
 from cairn.core.wire import Blocklist
 
 from .records import (
+    BASE_REV_OFFSET,
     Changes,
     Node,
     NodeAttrs,
     OutboxEntry,
+    dump_json,
+    load_json,
     name_cookie,
     new_node_id,
     new_op_id,
@@ -75,6 +77,9 @@ _U64 = struct.Struct(">Q")
 _N, _B, _I, _D, _O, _M, _Z = b"n", b"b", b"i", b"d", b"o", b"m", b"z"
 _NEXT_INO = _M + b"next_ino"
 RECORDS_MAX = 100_000  # node records kept in memory (~250 bytes each with the dict)
+# Queued ops kept decoded in memory (see Store._ops): a burst of new files is peeked and
+# settled without decoding each op again; beyond this many, peek decodes from RocksDB.
+OPS_MAX = 20_000
 _CURSOR = _M + b"cursor"
 
 
@@ -115,6 +120,9 @@ class Txn:
         self._creates: list[tuple[int, str]] = []  # (seq, node id) of create ops appended
         self._done: list[tuple[int, str]] = []  # (seq, node id) removed here
         self._dirs: set[int] = set()  # directories whose listing this txn changes
+        # ops appended here: seq -> (op, wire JSON object, the value written), installed in
+        # the store's decoded-op memory at commit if the value is still the one written
+        self._appended: dict[int, tuple[wire.Op, dict[str, Any], bytes]] = {}
 
     # raw access
     def get(self, key: bytes) -> bytes | None:
@@ -147,6 +155,19 @@ class Txn:
         self.delete(_k(_B, node.ino))
         self.delete(_I + bytes.fromhex(node.id))
         self.delete(_k(_Z, node.ino))
+
+    def set_base_rev(self, ino: int, rev: int) -> bool:
+        """Rewrite only the ``base_rev`` field of a node's record (a fixed header field:
+        no JSON, and no listing change, since listings do not show it). False when the
+        node has no record."""
+        key = _k(_N, ino)
+        raw = self.get(key)
+        if raw is None:
+            return False
+        patched = bytearray(raw)
+        _U64.pack_into(patched, BASE_REV_OFFSET, rev)
+        self.put(key, bytes(patched))
+        return True
 
     def blocklist(self, ino: int) -> Blocklist:
         raw = self.get(_k(_B, ino))
@@ -202,7 +223,9 @@ class Txn:
         obj = op.to_json()
         if held:
             obj["_held"] = list(held)
-        self.put(_k(_O, seq), json.dumps(obj, separators=(",", ":")).encode())
+        raw = dump_json(obj)
+        self.put(_k(_O, seq), raw)
+        self._appended[seq] = (op, obj, raw)
         self._ops.append((seq, op.node))
         self._ops.extend((seq, nid) for nid in held)
         if isinstance(op, wire.Create):
@@ -212,33 +235,48 @@ class Txn:
         """Put new content into the node's queued ``create`` instead of queueing an
         ``update``, when no ``outbox_peek`` has handed that create out yet (so nobody can be
         sending it). True when folded."""
-        seq = self._s._creates.get(node_id)
-        if seq is None or seq <= self._s._peeked_upto:
+        s = self._s
+        seq = s._creates.get(node_id)
+        if seq is None or seq <= s._peeked_upto:
             return False
-        raw = self.get(_k(_O, seq))
-        if raw is None:
-            return False
-        obj = json.loads(raw)
-        obj["blocklist"], obj["mtime_ns"] = bl.to_json(), mtime_ns
-        self.put(_k(_O, seq), json.dumps(obj, separators=(",", ":")).encode())
+        key = _k(_O, seq)
+        mem = s._ops.get(seq)
+        if mem is not None and key not in self._w:
+            op, obj = mem
+        else:
+            raw = self.get(key)
+            if raw is None:
+                return False
+            obj = load_json(raw)
+            op = _op_from_json(obj)
+        assert isinstance(op, wire.Create)
+        obj = {**obj, "blocklist": bl.to_json(), "mtime_ns": mtime_ns}
+        raw = dump_json(obj)
+        self.put(key, raw)
+        self._appended[seq] = (dataclasses.replace(op, blocklist=bl, mtime_ns=mtime_ns), obj, raw)
         return True
 
     def commit(self, *, sync: bool = False) -> None:
         """Write everything staged as one WriteBatch (WAL synced when ``sync``)."""
         s = self._s
         s._write(self._w, sync)
+        for seq, (op, obj, raw) in self._appended.items():
+            if self._w.get(_k(_O, seq)) is raw and len(s._ops) < OPS_MAX:
+                s._ops[seq] = (op, obj)
         if self._dirs:
             s._stamp += 1
             for parent in self._dirs:
                 s._dir_stamps[parent] = s._stamp
         for seq, nid in self._ops:
             s._queued.setdefault(nid, set()).add(seq)
+            s._op_nodes.setdefault(seq, []).append(nid)
             s._inflight.discard(seq)
         # an op holding other nodes is listed once per node: count seqs
         s._outbox_count += len({q for q, _ in self._ops}) - len({q for q, _ in self._done})
         for seq, nid in self._creates:
             s._creates[nid] = seq
         for seq, nid in self._done:
+            s._op_nodes.pop(seq, None)
             if s._creates.get(nid) == seq:
                 del s._creates[nid]
             left = s._queued.get(nid)
@@ -248,6 +286,7 @@ class Txn:
                     del s._queued[nid]
         self._w, self._ops, self._done, self._creates = {}, [], [], []
         self._dirs = set()
+        self._appended = {}
 
 
 class Store:
@@ -260,14 +299,21 @@ class Store:
         # node id -> seqs of its queued ops: the in-memory index of the outbox by node, so
         # settling a node (outbox_done) touches only that node's ops, not the whole queue
         self._queued: dict[str, set[int]] = {}
+        self._op_nodes: dict[int, list[str]] = {}  # ... and back: seq -> the nodes it holds
+        # Queued ops decoded: seq -> (op, its wire JSON object). Filled when a txn appends
+        # or folds (never from RocksDB), dropped for every outbox key a batch writes
+        # (_write), capped at OPS_MAX. Peek and fold read from here instead of decoding.
+        self._ops: dict[int, tuple[wire.Op, dict[str, Any]]] = {}
         self._outbox_count = 0
         self._creates: dict[str, int] = {}  # node id -> seq of its queued create
         self._peeked_upto = 0
         self._next_seq = 1
         self._head = 0  # no queued op has a lower seq (seqs only grow: outbox_append)
         self._inflight: set[int] = set()  # seqs appended by txns not committed yet
-        # Node records read recently, in memory (dropped by _write, the only writer): a
-        # RocksDB point read costs ~1 us of CPU, 60 % of listing a directory.
+        # Node records read or written recently, in memory (kept current by _write, the
+        # only writer: replaced by what a batch wrote, dropped when a batch failed or
+        # deleted them): a RocksDB point read costs ~1 us of CPU, 60 % of listing a
+        # directory.
         self._records: dict[bytes, bytes] = {}
         # listing_stamp(): directory ino -> number of the last commit that changed its
         # entries or a child's record
@@ -279,6 +325,7 @@ class Store:
         for seq, obj in self._outbox_raw():
             for nid in _op_nodes(obj):
                 self._queued.setdefault(nid, set()).add(seq)
+                self._op_nodes.setdefault(seq, []).append(nid)
             self._outbox_count += 1
             if obj["op"] == "create":
                 self._creates[obj["node"]] = seq
@@ -333,13 +380,23 @@ class Store:
                 wb.put(k, v)
         wo = rocksdict.WriteOptions()
         wo.sync = sync
+        landed = False
         try:
             self.db.write(wb, wo)
+            landed = True
         finally:  # also on failure: the batch may or may not have landed
-            records = self._records
-            for k in writes:
-                if k[:1] == _N:
-                    records.pop(k, None)
+            records, ops = self._records, self._ops
+            for k, v in writes.items():
+                kind = k[:1]
+                if kind == _N:
+                    # a record just written is read back soon (a file's seal, the parent
+                    # at the next create): keep it rather than read it from RocksDB again
+                    if landed and v is not None and len(records) < RECORDS_MAX:
+                        records[k] = v
+                    else:
+                        records.pop(k, None)
+                elif kind == _O and ops:
+                    ops.pop(_U64.unpack_from(k, 1)[0], None)
 
     def _get(self, key: bytes) -> bytes | None:
         """``db.get`` with node records served from (and kept in) memory."""
@@ -439,13 +496,21 @@ class Store:
         ``sending=False`` for a look that will not send them (status, counting): only a
         sending peek stops the store from folding new content into a queued ``create``."""
         out: list[OutboxEntry] = []
+        ops = self._ops
         # Start at the first entry the previous peek found, not at the prefix: every seq
         # below it is gone, and seeking from the prefix would step over the tombstones of
         # all pushed ops (thousands after a burst of creates) on every peek.
-        for key, raw in self._scan(_k(_O, self._head), _O):
-            if n is not None and len(out) >= n:
+        it = self.db.iter()
+        it.seek(_k(_O, self._head))
+        while it.valid() and (n is None or len(out) < n):
+            key = it.key()
+            if key[:1] != _O:
                 break
-            out.append(OutboxEntry(_U64.unpack(key[1:])[0], _op_from_json(json.loads(raw))))
+            seq = _U64.unpack_from(key, 1)[0]
+            mem = ops.get(seq)
+            op = mem[0] if mem is not None else _op_from_json(load_json(it.value()))
+            out.append(OutboxEntry(seq, op))
+            it.next()
         head = out[0].seq if out else self._next_seq
         if self._inflight:  # appended by a txn not committed yet: may still land
             head = min(head, min(self._inflight))
@@ -456,7 +521,7 @@ class Store:
 
     def _outbox_raw(self) -> Iterator[tuple[int, dict[str, Any]]]:
         for key, raw in self._scan(_O, _O):
-            yield _U64.unpack_from(key, 1)[0], json.loads(raw)
+            yield _U64.unpack_from(key, 1)[0], load_json(raw)
 
     def outbox_len(self) -> int:
         return self._outbox_count
@@ -483,11 +548,11 @@ class Store:
         """
         txn = self.txn()
         for seq in seqs:
-            raw = txn.get(_k(_O, seq))
-            if raw is None:
+            nids = self._op_nodes.get(seq)  # every queued op is here (and only those)
+            if nids is None:
                 continue
             txn.delete(_k(_O, seq))
-            txn._done.extend((seq, nid) for nid in _op_nodes(json.loads(raw)))
+            txn._done.extend((seq, nid) for nid in nids)
         for node_id, rev in (revs or {}).items():
             self._set_base_rev(txn, node_id, rev)
         txn.commit(sync=sync)
@@ -499,22 +564,20 @@ class Store:
 
     def _set_base_rev(self, txn: Txn, node_id: str, rev: int) -> None:
         ino = txn.ino_of(node_id)
-        node = None if ino is None else txn.node(ino)
-        if node is not None:
-            node.base_rev = rev
-            txn.put_node(node)
+        if ino is not None:
+            txn.set_base_rev(ino, rev)
         for seq in sorted(self._queued.get(node_id, ())):
             key = _k(_O, seq)
             raw = txn.get(key)
             if raw is None:  # removed in this txn
                 continue
-            obj = json.loads(raw)
+            obj = load_json(raw)
             if obj["op"] in ("update", "unlink") and obj["node"] == node_id:
                 obj["base_rev"] = rev
-                txn.put(key, json.dumps(obj, separators=(",", ":")).encode())
+                txn.put(key, dump_json(obj))
             elif obj["op"] == "rename" and obj.get("replaces") == node_id:
                 obj["replaces_rev"] = rev  # a rename over this node (it is held: _held)
-                txn.put(key, json.dumps(obj, separators=(",", ":")).encode())
+                txn.put(key, dump_json(obj))
 
     # --- cursor ---------------------------------------------------------------------------
 

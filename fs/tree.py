@@ -59,6 +59,8 @@ class TreeOps:
     """Mixin over ``Operations`` state: ``store``, ``_files`` and the node helpers."""
 
     store: Any
+    staging_dir: Any
+    params: Any
     _files: dict[int, FileContent]
     _kernel_seen: dict[int, tuple[int, int]]
 
@@ -161,7 +163,9 @@ class TreeOps:
         )
         self._touch(txn, now, parent)
         txn.commit()
-        content = self._content(node)
+        # new and empty: no blocklist to read back (what _content would do)
+        content = FileContent(node.ino, (), 0, self.staging_dir, self.params)
+        self._files[node.ino] = content
         content.opens += 1
         self._kernel_seen[node.ino] = (0, now)
         return pyfuse3.FileInfo(fh=node.ino), self._attr(node)

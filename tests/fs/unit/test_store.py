@@ -218,3 +218,51 @@ def test_peek_skips_pushed_ops_and_sees_late_commits(tmp_path: Path) -> None:
         "u-" + later.id,
     ]
     store.close()
+
+
+def test_peek_from_memory_matches_a_reopened_store(tmp_path: Path) -> None:
+    """Queued ops are kept decoded after a txn writes them; every rewrite (fold into a
+    create, rebase at outbox_done) must show in a peek exactly as a fresh store, which
+    decodes each op from RocksDB, sees it."""
+    store = Store.open(tmp_path / "db", ROOT_ID)
+    a = add_file(store, ROOT_INO, "a")  # create + update
+    b = add_file(store, ROOT_INO, "b", queue=False)
+    txn = store.txn()
+    parent = txn.node(ROOT_INO).id
+    txn.outbox_append(wire.Create("c-b", b.id, parent, "b", 0o644, 5, wire.Blocklist()))
+    txn.outbox_append(wire.Unlink("x-a", a.id, parent, "a", None), held=(b.id,))
+    txn.commit()
+    bl = wire.Blocklist(((b"\2" * 32, 7),))
+    txn = store.txn()
+    assert txn.fold_into_create(b.id, bl, 77)
+    txn.commit()
+    first = store.outbox_peek(1)  # hands a's create out: nothing folds into it any more
+    store.outbox_done([first[0].seq], {a.id: 4})
+    mine = store.outbox_peek(None)
+    assert store._ops, "the ops appended here are served from memory"
+    store.close()
+    fresh = Store.open(tmp_path / "db", ROOT_ID)
+    assert not fresh._ops
+    assert fresh.outbox_peek(None) == mine
+    by_id = {e.op.op_id: e.op for e in mine}
+    assert by_id["u-" + a.id].base_rev == 4 and by_id["x-a"].base_rev == 4
+    assert by_id["c-b"].blocklist == bl and by_id["c-b"].mtime_ns == 77
+    assert fresh.node(a.ino).base_rev == 4 and fresh.node(a.ino).names == [(ROOT_INO, "a")]
+    assert fresh.pending(b.id) and fresh.pending(a.id)
+    fresh.outbox_done([e.seq for e in mine])
+    assert not fresh.pending(b.id) and not fresh.pending(a.id)
+    assert fresh.outbox_len() == 0
+    fresh.close()
+
+
+def test_node_record_round_trips_through_both_encodings(tmp_path: Path) -> None:
+    """The record's JSON tail has a hand-written fast path (names only); both it and the
+    general path must decode to the node they encoded, odd names included."""
+    names = [(ROOT_INO, 'q"uote\\back'), (7, "é ü\u2603"), (9, "bad\udcffbyte")]
+    plain = Node(5, new_node_id(), "file", 0o640, 1, 2, 3, 4, 5, names=list(names))
+    rich = dataclasses.replace(plain, names=list(names), xattrs={"user.k": b"\0\1"})
+    link = dataclasses.replace(plain, type="symlink", target="../t", names=list(names))
+    for node in (plain, rich, link):
+        assert Node.decode(5, node.encode()) == dataclasses.replace(
+            node, size=len(b"../t") if node.type == "symlink" else node.size
+        )
