@@ -164,6 +164,7 @@ def _make_ops(drive: Drive, dev):  # type: ignore[no-untyped-def]
     )
     drive.agent.invalidate_hook = ops.invalidate
     drive.agent.quota_hook = ops.set_quota
+    drive.agent.set_activity(ops.activity)
     return ops
 
 

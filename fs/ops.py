@@ -169,6 +169,9 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
         self.mounted = False
         self.quota_total: int | None = None
         self.quota_used = 0
+        # Requests served, roughly: bumped by the helpers nearly every handler goes through
+        # (_node, _dir, _attr, _file). The sync agent's pusher waits while it moves.
+        self.requests = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Background service (framing batches of streaming writes, readahead). Runs until
@@ -185,9 +188,14 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
     def set_quota(self, total: int | None, used: int) -> None:
         self.quota_total, self.quota_used = total, used
 
+    def activity(self) -> int:
+        """A counter that moves while the file system serves requests (see ``requests``)."""
+        return self.requests
+
     # --- helpers ------------------------------------------------------------------------
 
     def _node(self, ino: int) -> Node:
+        self.requests += 1
         node = self.store.node(ino)
         if node is None:
             raise E.NotFound(f"no inode {ino}")
@@ -200,7 +208,7 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
         return attrs
 
     def _dir(self, ino: int) -> Node:
-        node = self._node(ino)
+        node = self._node(ino)  # counts in requests
         if node.type != "dir":
             raise E.NotADirectory(f"inode {ino} is not a directory")
         return node
@@ -213,6 +221,7 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
         return node
 
     def _attr(self, node: Node | NodeAttrs) -> pyfuse3.EntryAttributes:
+        self.requests += 1
         a = pyfuse3.EntryAttributes()
         a.st_ino = node.ino
         a.generation = 0

@@ -89,6 +89,11 @@ class SyncAgent:
 
     # --- hooks for the ops layer and the mount --------------------------------------------
 
+    def set_activity(self, activity: Any) -> None:
+        """``activity()``: a counter the file system bumps on the requests it serves; the
+        pusher waits for it to rest before a round (bounded, see ``Pusher._gather``)."""
+        self.pusher.activity = activity
+
     def wake(self) -> None:
         """Something was queued: push soon. Safe to call from the trio thread at any time."""
         self._push_wake.set()

@@ -65,7 +65,7 @@ MISSING_BATCH = 1000  # ids per chunks/missing (the server's bound)
 MISSING_RETRIES = 3  # an op still missing chunks after this many uploads is parked
 MAX_ROUNDS = 1_000_000  # a bound on one drain; each round commits at least one op
 GATHER_STEP = 0.05  # see Pusher._gather
-GATHER_MAX = 0.5
+GATHER_MAX = 1.0
 
 
 def safe_prefix(entries: list[Any], sent: frozenset[int] | set[int] = frozenset()) -> list[Any]:
@@ -196,6 +196,9 @@ class Pusher:
         self._unanswered: set[int] = set()
         self._on_applied = on_applied
         self.skipped: set[str] = set()  # the puller's (shared): see _catch_up
+        # A counter of requests the file system served (set by the mount: FUSE handlers
+        # bump it); _gather waits while it moves. None: only the outbox is watched.
+        self.activity: Callable[[], int] | None = None
         self.resolver = Resolver(
             store, client, ns=ns, device=device, park=self._park, invalidate=on_applied
         )
@@ -381,16 +384,25 @@ class Pusher:
                 return
 
     async def _gather(self) -> None:
-        """While the outbox is growing (a burst of new files), wait a little for more
-        before a round: every round costs a missing-chunks query, an upload, a commit and a
-        pull on each device, so 3,000 files in ~20 rounds instead of ~350 roughly halve the
-        CPU sync takes from the creating device and the server. A lone edit waits one
-        ``GATHER_STEP``."""
+        """Wait for a lull before a round: while the outbox grows (a burst of new files)
+        or the file system keeps serving requests (``activity``: the stat pass after the
+        burst, a build reading its sources), wait in ``GATHER_STEP`` steps, at most
+        ``GATHER_MAX`` — so under continuous activity a round still starts every
+        ``GATHER_MAX``, and a full batch (``BATCH`` ops) goes at once.
+
+        Why: every round costs a missing-chunks query, an upload, a commit and a pull, all
+        on the trio thread that also serves FUSE requests, and each one settles and pulls
+        back its batch. A burst of creates thus becomes one or two rounds, run when the
+        writer pauses, instead of rounds interleaved with every step of the burst. A lone
+        edit waits one ``GATHER_STEP`` (nothing moves after it)."""
+        activity = self.activity
         n = self._store.outbox_len()
-        end = time.monotonic() + GATHER_MAX
-        while 0 < n < BATCH and time.monotonic() < end:
-            await trio.sleep(GATHER_STEP)
-            m = self._store.outbox_len()
-            if m <= n:
-                return
-            n = m
+        busy = activity() if activity is not None else 0
+        with trio.move_on_after(GATHER_MAX):
+            while 0 < n < BATCH:
+                await trio.sleep(GATHER_STEP)
+                m = self._store.outbox_len()
+                now_busy = activity() if activity is not None else 0
+                if m <= n and now_busy == busy:
+                    return
+                n, busy = m, now_busy

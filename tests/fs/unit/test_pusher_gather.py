@@ -1,0 +1,83 @@
+"""The pusher's wait for a lull before a round (``Pusher._gather``), on trio's mock clock:
+it waits while the outbox grows or the file system serves requests, never longer than
+``GATHER_MAX``, and a lone change goes after one ``GATHER_STEP``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from cairn.fs.sync.pusher import BATCH, GATHER_MAX, GATHER_STEP, Pusher
+
+
+class Outbox:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def outbox_len(self) -> int:
+        return self.n
+
+
+def gather_time(tmp_path: Path, queued: int, *, busy_for: float = 0.0,
+                grow_for: float = 0.0, with_activity: bool = True) -> float:  # fmt: skip
+    """Seconds (mock clock) ``_gather`` waited while requests were served for ``busy_for``
+    seconds and the outbox grew for ``grow_for`` seconds, each every millisecond."""
+    store = Outbox(queued)
+    requests = 0
+
+    def activity() -> int:
+        return requests
+
+    pusher = Pusher(store, None, None, ns=1, parked_file=tmp_path / "parked")  # type: ignore[arg-type]
+    if with_activity:
+        pusher.activity = activity
+
+    async def main() -> float:
+        nonlocal requests
+
+        async def serve(seconds: float) -> None:
+            nonlocal requests
+            for _ in range(round(seconds * 1000)):
+                requests += 1
+                await trio.sleep(0.001)
+
+        async def grow(seconds: float) -> None:
+            for _ in range(round(seconds * 1000)):
+                store.n += 1
+                await trio.sleep(0.001)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve, busy_for)
+            nursery.start_soon(grow, grow_for)
+            start = trio.current_time()
+            await pusher._gather()
+            waited = trio.current_time() - start
+            nursery.cancel_scope.cancel()
+        return waited
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_lone_change_waits_one_step(tmp_path: Path) -> None:
+    assert gather_time(tmp_path, 1) == GATHER_STEP
+    assert gather_time(tmp_path, 0, busy_for=5) == 0  # nothing queued: no wait at all
+
+
+def test_requests_being_served_hold_the_round_until_they_pause(tmp_path: Path) -> None:
+    waited = gather_time(tmp_path, 1, busy_for=0.3)
+    assert 0.3 <= waited <= 0.3 + 2 * GATHER_STEP
+    # without the activity hook only the outbox counts
+    assert gather_time(tmp_path, 1, busy_for=0.3, with_activity=False) == GATHER_STEP
+
+
+def test_continuous_activity_still_gets_a_round_every_gather_max(tmp_path: Path) -> None:
+    waited = gather_time(tmp_path, 1, busy_for=10)
+    assert GATHER_MAX <= waited <= GATHER_MAX + GATHER_STEP
+    waited = gather_time(tmp_path, 1, grow_for=10)
+    assert GATHER_MAX <= waited <= GATHER_MAX + GATHER_STEP
+
+
+def test_a_full_batch_goes_at_once(tmp_path: Path) -> None:
+    assert gather_time(tmp_path, BATCH, busy_for=10) == 0
