@@ -150,9 +150,14 @@ class ByteQueue:
 
     def slice(self, start: int, stop: int) -> bytes:
         """A copy of bytes ``[start, stop)`` (clipped to the held bytes)."""
+        return b"".join(self.views(start, stop))
+
+    def views(self, start: int, stop: int) -> list[memoryview]:
+        """Bytes ``[start, stop)`` (clipped) as views of the held buffers, without a copy;
+        they stay valid after a ``drop`` (the buffers are immutable)."""
         stop = min(stop, self._len)
         if start >= stop:
-            return b""
+            return []
         out: list[memoryview] = []
         pos = -self._head  # offset of the current part's first byte
         for part in self._parts:
@@ -162,7 +167,7 @@ class ByteQueue:
             if end >= stop:
                 break
             pos = end
-        return b"".join(out)
+        return out
 
 
 class PlainLRU:

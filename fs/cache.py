@@ -27,6 +27,12 @@ cache full of unuploaded data may exceed its limit).
 Durability: nothing is synced by ``put``; ``fsync(ids)`` makes the given entries durable
 (file and directory fsyncs, and one WAL sync of the small database for small ones). A
 write that was not synced survives a ``kill -9`` (page cache) but not a power cut.
+A dirty file entry synced once is remembered as durable until it moves (``mark_clean``,
+a concurrent re-install, a drop), so a later ``fsync`` naming it costs nothing: every
+``fsync`` on this ext4 issues a disk flush, synced or not, and a streamed file's chunks are
+synced in the background while it is still being written (``fs/files.py``), leaving its
+``fsync`` only the last few. An entry whose ``fsync`` failed stays failed: the kernel
+reports a write-back error to one ``fsync`` only, so a later one would wrongly succeed.
 
 Every method is blocking file I/O and thread-safe (one lock over the index); the drive calls
 them from worker threads (``trio.to_thread.run_sync``).
@@ -77,6 +83,14 @@ def _writeback_starter() -> Callable[[int], None]:
 _start_writeback = _writeback_starter()
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class ChunkSource(Protocol):
     """Where chunks missing from the cache come from (the server, through ``fs/client.py``).
 
@@ -102,6 +116,11 @@ class ChunkCache:
         self._dirs: set[Path] = set()  # sub-directories known to exist
         self._small: set[bytes] = set()  # ids whose frame is in the small database
         self._small_unsynced = False  # small writes since the last WAL sync
+        # dirty file entries whose file and directory entry are durable (see the docstring)
+        self._synced: set[bytes] = set()
+        self._failed: dict[bytes, OSError] = {}  # entries whose fsync failed
+        self._new_dirs = False  # sub-directories made since the top directories were synced
+        self._top_lock = threading.Lock()  # held while the top directories are synced
         for sub in ("dirty", "clean", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         for leftover in (self.root / "tmp").iterdir():
@@ -180,6 +199,7 @@ class ChunkCache:
         if parent not in self._dirs:
             parent.mkdir(exist_ok=True, mode=0o700)
             self._dirs.add(parent)
+            self._new_dirs = True
 
     def _install(self, cid: bytes, data: bytes, dirty: bool) -> None:
         if len(data) <= SMALL_FRAME:
@@ -204,7 +224,10 @@ class ChunkCache:
         os.replace(tmp, dest)
         with self._lock:
             if cid in self._dirty or cid in self._clean:
-                return  # another thread cached the same chunk meanwhile: count it once
+                # another thread cached the same chunk meanwhile: count it once; the file is
+                # a new inode now, not the one a sync may have covered
+                self._synced.discard(cid)
+                return
             self._count(cid, len(data), dirty)
         if not dirty:
             self._evict()
@@ -249,13 +272,22 @@ class ChunkCache:
         self._install(cid, frame.encrypt_frame(plain_frame, cid, self.key), False)
 
     def fsync(self, cids: Iterable[bytes]) -> None:
-        """Make the given entries (and their directory entries) durable."""
-        dirs: set[Path] = set()
+        """Make the given entries (and their directory entries) durable. Entries synced
+        before (and not moved since) cost nothing; unknown ids are skipped. Raises the
+        ``OSError`` of a failed sync, also on every later call naming that entry."""
+        todo: list[bytes] = []
         small = False
-        for cid in cids:
-            if cid in self._small:
-                small = True
-                continue
+        with self._lock:
+            for cid in cids:
+                if cid in self._failed:
+                    raise self._failed[cid]
+                if cid in self._small:
+                    small = True
+                elif cid not in self._synced:
+                    todo.append(cid)
+        dirs: set[Path] = set()
+        done: list[bytes] = []
+        for cid in todo:
             p = self._path("dirty", cid)
             if not p.exists():
                 p = self._path("clean", cid)
@@ -265,15 +297,36 @@ class ChunkCache:
                 continue
             try:
                 os.fsync(fd)
+            except OSError as e:
+                with self._lock:
+                    self._failed[cid] = e
+                raise
             finally:
                 os.close(fd)
             dirs.add(p.parent)
-        for d in dirs | {self.root / "dirty", self.root / "clean"} if dirs else ():
-            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            done.append(cid)
+        if dirs:
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                for d in dirs:
+                    _fsync_dir(d)
+                with self._top_lock:  # a concurrent call's sync of them must finish first
+                    if self._new_dirs:
+                        self._new_dirs = False
+                        try:
+                            for d in ("dirty", "clean"):
+                                _fsync_dir(self.root / d)
+                        except OSError:
+                            self._new_dirs = True
+                            raise
+            except OSError as e:
+                with self._lock:
+                    for cid in done:
+                        self._failed[cid] = e
+                raise
+            with self._lock:
+                # only entries still dirty: one cleaned meanwhile moved to clean/ (a rename
+                # these syncs did not cover) and is no longer covered
+                self._synced.update(cid for cid in done if cid in self._dirty)
         if small and self._small_unsynced:
             # cleared before the sync: a write racing with it sets it again
             self._small_unsynced = False
@@ -291,6 +344,7 @@ class ChunkCache:
                     self._clean_small(cid)
                     continue
                 size = self._dirty.pop(cid, None)
+                self._synced.discard(cid)  # its rename to clean/ is not synced
             if size is None:
                 continue
             dest = self._path("clean", cid)
@@ -331,6 +385,8 @@ class ChunkCache:
 
     def _drop(self, cid: bytes) -> None:
         with self._lock:
+            self._synced.discard(cid)
+            self._failed.pop(cid, None)  # gone: a new put of it starts afresh
             size = self._clean.pop(cid, None)
             if size is None:
                 size = self._dirty.pop(cid, None)

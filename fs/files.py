@@ -256,7 +256,7 @@ class FileOps:
             self._nursery.start_soon(self._batch, content, batch, piece)
             return
         held = content.stream.total - content.stream.offset
-        if final and held + len(piece) <= INLINE_BYTES:
+        if final and held + sum(map(len, piece)) <= INLINE_BYTES:
             # a small file's last bytes: cheaper here than two thread hops
             chunks = content.cut(piece, True)
             content.install_fed(frame_chunks(chunks, self.dedupe_key, self.cache))
@@ -268,7 +268,7 @@ class FileOps:
             )
             content.install_fed(entries)
 
-    async def _batch(self, content: FileContent, batch: Batch, piece: bytes) -> None:
+    async def _batch(self, content: FileContent, batch: Batch, piece: list[memoryview]) -> None:
         """Cut ``piece`` (strictly in batch order: the chunker is sequential) and frame the
         chunks, then install every finished batch at the head of the queue."""
         try:
@@ -300,6 +300,27 @@ class FileOps:
                     content.install_fed(b.entries)
             content.batch_done.set()
             content.batch_done = trio.Event()
+        if batch.entries and batch.error is None:
+            await self._sync_early(content, [cid for cid, _ in batch.entries])
+
+    async def _sync_early(self, content: FileContent, ids: list[bytes]) -> None:
+        """Make a streaming file's framed chunks durable while the file is still being
+        written, off the write path (the batch is installed already): its fsync then finds
+        them synced (``ChunkCache.fsync`` skips them) and only syncs the last few. One sync
+        at a time per file; chunks framed meanwhile join the next one. A failure is the
+        seal's to report: the cache keeps it for every later ``fsync`` of those chunks."""
+        content.to_sync += ids
+        if content.syncing:
+            return
+        content.syncing = True
+        try:
+            while content.to_sync:  # bounded: each pass takes what the batches queued
+                todo, content.to_sync = content.to_sync, []
+                await trio.to_thread.run_sync(self.cache.fsync, todo)
+        except OSError as e:
+            log.warning("early sync of inode %d's chunks failed: %r", content.ino, e)
+        finally:
+            content.syncing = False
 
     async def _drain(self, content: FileContent) -> None:
         """Wait until no framing batch of ``content`` is in flight (bounded by the batches:

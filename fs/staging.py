@@ -42,6 +42,7 @@ import trio
 
 from cairn.core import ids
 from cairn.core.chunker import DEFAULT, Params, StreamChunker
+from cairn.core.ids import Buffer
 from cairn.core.wire import Entry
 
 from .blocks import BlockIndex, ByteQueue, ExtentMap
@@ -113,6 +114,8 @@ class FileContent:
         self.cut_turn = 0  # number of the batch whose piece is cut next
         self.cut_done = trio.Event()  # set (and replaced) whenever a batch's cut ends
         self.error: BaseException | None = None  # a failed batch: later writes/seals fail
+        self.to_sync: list[bytes] = []  # framed stream chunks for the background fsync
+        self.syncing = False  # that fsync is running (one at a time per file)
         self.opens = 0
         self._dir = staging_dir
         self._path: Path | None = None
@@ -198,17 +201,21 @@ class FileContent:
         self.dirty = True
         return len(self.tail) - self._fed >= self.params.max_size
 
-    def take_uncut(self) -> bytes:
-        """The appended bytes not yet handed to the chunker (a copy; trio thread)."""
-        piece = self.tail.slice(self._fed, len(self.tail))
+    def take_uncut(self) -> list[memoryview]:
+        """The appended bytes not yet handed to the chunker, as views of the write buffers
+        (no copy on the trio thread: the chunker copies them once anyway)."""
+        piece = self.tail.views(self._fed, len(self.tail))
         self._fed = len(self.tail)
         return piece
 
-    def cut(self, piece: bytes, final: bool = False) -> list[bytes]:
-        """Feed ``piece`` to the stream chunker and return the chunks that became final
-        (all when ``final``). Worker thread, one cut at a time: touches only the chunker."""
+    def cut(self, piece: Sequence[Buffer], final: bool = False) -> list[bytes]:
+        """Feed ``piece`` (buffers in order) to the stream chunker and return the chunks that
+        became final (all when ``final``). Worker thread, one cut at a time: touches only
+        the chunker."""
         assert self.stream is not None
-        chunks = self.stream.feed_data(piece)
+        chunks: list[tuple[int, bytes]] = []
+        for part in piece:
+            chunks += self.stream.feed_data(part)
         if final:
             chunks += self.stream.finish_data()
         return [data for _, data in chunks]

@@ -5,6 +5,7 @@ dirty chunks, state that survives a reopen, corrupt entries dropped — each for
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from pathlib import Path
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from cairn.core import frame, ids
 from cairn.core.errors import NotFound
 from cairn.core.keys import DataKey
+from cairn.fs import cache as cache_module
 from cairn.fs.blocks import ByteQueue, PlainLRU
 from cairn.fs.cache import SMALL_FRAME, ChunkCache
 from tests.fs.unit.helpers import DEDUPE
@@ -197,3 +199,68 @@ def test_small_entry_under_both_prefixes_stays_dirty(tmp_path: Path) -> None:
         and again.used == len(again._read(cid) or b"")
     )
     again.close()
+
+
+_real_fsync = os.fsync
+
+
+class _Fsyncs:
+    """Counts the real ``os.fsync`` calls of the cache module; ``fail`` makes the next one
+    raise EIO instead (a write-back error, which the kernel reports to one fsync only)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.fail = False
+
+    def __call__(self, fd: int) -> None:
+        self.calls += 1
+        if self.fail:
+            self.fail = False
+            raise OSError(errno.EIO, "injected write-back error")
+        _real_fsync(fd)
+
+
+def test_fsync_skips_entries_synced_before_until_they_move(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = ChunkCache(tmp_path, DataKey.generate(), 1 << 30)
+    fsyncs = _Fsyncs()
+    monkeypatch.setattr(cache_module.os, "fsync", fsyncs)
+    a, b = chunk(1, LARGE), chunk(2, LARGE)
+    for cid, data in (a, b):
+        cache.put(cid, data, level=None)
+    cache.fsync([a[0]])
+    first = fsyncs.calls
+    assert first >= 2  # the file and its directory (and the top ones the first time)
+    cache.fsync([a[0]])
+    assert fsyncs.calls == first  # synced and not moved since: nothing to do
+    cache.fsync([a[0], b[0]])
+    assert fsyncs.calls == first + 2  # b's file and directory only
+    cache.mark_clean([a[0]])  # renamed to clean/: that rename is not durable yet
+    calls = fsyncs.calls
+    cache.fsync([a[0]])
+    assert fsyncs.calls > calls
+    cache.close()
+    again = ChunkCache(tmp_path, cache.key, 1 << 30)  # a reopen remembers nothing synced
+    calls = fsyncs.calls
+    again.fsync([b[0]])
+    assert fsyncs.calls > calls
+
+
+def test_a_failed_fsync_fails_every_later_fsync_of_that_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = ChunkCache(tmp_path, DataKey.generate(), 1 << 30)
+    fsyncs = _Fsyncs()
+    monkeypatch.setattr(cache_module.os, "fsync", fsyncs)
+    a, b = chunk(1, LARGE), chunk(2, LARGE)
+    for cid, data in (a, b):
+        cache.put(cid, data, level=None)
+    fsyncs.fail = True
+    with pytest.raises(OSError) as first:
+        cache.fsync([a[0]])
+    assert first.value.errno == errno.EIO
+    with pytest.raises(OSError):  # the kernel would now say "fine": the cache must not
+        cache.fsync([b[0], a[0]])
+    cache.fsync([b[0]])  # other entries are not affected
+    assert cache.get(a[0]) == a[1]  # still readable; only its durability is in doubt
