@@ -199,6 +199,7 @@ class Pusher:
         # A counter of requests the file system served (set by the mount: FUSE handlers
         # bump it); _gather waits while it moves. None: only the outbox is watched.
         self.activity: Callable[[], int] | None = None
+        self._busy_seen = -1  # activity() when the last gather ended
         self.resolver = Resolver(
             store, client, ns=ns, device=device, park=self._park, invalidate=on_applied
         )
@@ -388,21 +389,26 @@ class Pusher:
         or the file system keeps serving requests (``activity``: the stat pass after the
         burst, a build reading its sources), wait in ``GATHER_STEP`` steps, at most
         ``GATHER_MAX`` — so under continuous activity a round still starts every
-        ``GATHER_MAX``, and a full batch (``BATCH`` ops) goes at once.
+        ``GATHER_MAX``. A full batch (``BATCH`` ops) goes at once when no request came
+        since the previous round began (draining a backlog); a lone edit waits one step.
 
         Why: every round costs a missing-chunks query, an upload, a commit and a pull, all
         on the trio thread that also serves FUSE requests, and each one settles and pulls
         back its batch. A burst of creates thus becomes one or two rounds, run when the
-        writer pauses, instead of rounds interleaved with every step of the burst. A lone
-        edit waits one ``GATHER_STEP`` (nothing moves after it)."""
+        writer pauses, instead of rounds interleaved with every step of the burst."""
         activity = self.activity
         n = self._store.outbox_len()
         busy = activity() if activity is not None else 0
-        with trio.move_on_after(GATHER_MAX):
-            while 0 < n < BATCH:
-                await trio.sleep(GATHER_STEP)
-                m = self._store.outbox_len()
-                now_busy = activity() if activity is not None else 0
-                if m <= n and now_busy == busy:
-                    return
-                n, busy = m, now_busy
+        try:
+            if n >= BATCH and (activity is None or busy == self._busy_seen):
+                return
+            with trio.move_on_after(GATHER_MAX):
+                while n > 0:
+                    await trio.sleep(GATHER_STEP)
+                    m = self._store.outbox_len()
+                    now_busy = activity() if activity is not None else 0
+                    if m <= n and now_busy == busy:
+                        return
+                    n, busy = m, now_busy
+        finally:
+            self._busy_seen = activity() if activity is not None else 0

@@ -79,5 +79,25 @@ def test_continuous_activity_still_gets_a_round_every_gather_max(tmp_path: Path)
     assert GATHER_MAX <= waited <= GATHER_MAX + GATHER_STEP
 
 
-def test_a_full_batch_goes_at_once(tmp_path: Path) -> None:
-    assert gather_time(tmp_path, BATCH, busy_for=10) == 0
+def test_a_full_batch_waits_only_while_requests_are_served(tmp_path: Path) -> None:
+    assert gather_time(tmp_path, BATCH) == GATHER_STEP  # first round: nothing seen before
+    assert gather_time(tmp_path, BATCH, with_activity=False) == 0  # only the outbox counts
+    assert GATHER_MAX <= gather_time(tmp_path, BATCH, busy_for=10) <= GATHER_MAX + GATHER_STEP
+
+
+def test_a_backlog_drains_without_waits_while_the_drive_is_idle(tmp_path: Path) -> None:
+    store = Outbox(3 * BATCH)
+    pusher = Pusher(store, None, None, ns=1, parked_file=tmp_path / "parked")  # type: ignore[arg-type]
+    pusher.activity = lambda: 7  # nothing served during the rounds
+
+    async def main() -> list[float]:
+        waits = []
+        for _ in range(3):
+            start = trio.current_time()
+            await pusher._gather()
+            waits.append(trio.current_time() - start)
+            store.n -= BATCH  # the round pushed a batch
+        return waits
+
+    waits = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert waits == [GATHER_STEP, 0, 0]
