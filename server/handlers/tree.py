@@ -38,14 +38,14 @@ async def get_node(request: web.Request) -> web.Response:
 
 async def children(request: web.Request) -> web.Response:
     meta = request.app[META]
-    page = await meta.list_children(
+    body = await meta.list_children_json(
         caller(request).user_id,
         ns_param(request),
         node_param(request),
         _cursor(request),
         _limit(request),
     )
-    return web.json_response(page)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 async def resolve(request: web.Request) -> web.Response:
