@@ -254,7 +254,7 @@ class ChunkCache:
             self._evict()
 
     def put(self, cid: bytes, plain: bytes | bytearray | memoryview, *, dirty: bool = True,
-            level: int | None = frame.DEFAULT_LEVEL) -> bool:  # fmt: skip
+            level: frame.Level | None = frame.DEFAULT_LEVEL) -> bool:  # fmt: skip
         """Frame (compress, encrypt) and store a chunk written on this device.
 
         Returns False when the id was already cached (nothing written). CPU-heavy.

@@ -38,7 +38,7 @@ from cairn.core.wire import Blocklist
 
 from . import seal
 from .errmap import ChunkMissing, translate
-from .staging import Batch, FileContent, frame_chunks
+from .staging import STREAM_FAST, STREAM_LEVEL, Batch, FileContent, frame_chunks
 from .store import Node, new_op_id
 
 log = logging.getLogger("cairn.fs.ops")
@@ -248,12 +248,15 @@ class FileOps:
             await self._drain(content)  # earlier pieces are cut before the last one
         piece = content.take_uncut()
         if not final and self._nursery is not None:
+            # The framing holds the writer back: frame this batch with the faster setting
+            # (larger frames, but the write does not wait on compression as long).
+            level = STREAM_FAST if len(content.batches) >= MAX_BATCHES else STREAM_LEVEL
             while len(content.batches) >= MAX_BATCHES:
                 await content.batch_done.wait()
             batch = Batch(content.next_batch)
             content.next_batch += 1
             content.batches.append(batch)
-            self._nursery.start_soon(self._batch, content, batch, piece)
+            self._nursery.start_soon(self._batch, content, batch, piece, level)
             return
         held = content.stream.total - content.stream.offset
         if final and held + sum(map(len, piece)) <= INLINE_BYTES:
@@ -268,9 +271,11 @@ class FileOps:
             )
             content.install_fed(entries)
 
-    async def _batch(self, content: FileContent, batch: Batch, piece: list[memoryview]) -> None:
+    async def _batch(self, content: FileContent, batch: Batch, piece: list[memoryview],
+                     level: frame.Level) -> None:  # fmt: skip
         """Cut ``piece`` (strictly in batch order: the chunker is sequential) and frame the
-        chunks, then install every finished batch at the head of the queue."""
+        chunks (zstd ``level``), then install every finished batch at the head of the
+        queue."""
         try:
             while content.cut_turn != batch.number:
                 await content.cut_done.wait()
@@ -281,8 +286,9 @@ class FileOps:
                 content.cut_done.set()
                 content.cut_done = trio.Event()
             batch.entries = await trio.to_thread.run_sync(
-                frame_chunks, chunks, self.dedupe_key, self.cache, limiter=self.cpu_limiter
-            )
+                frame_chunks, chunks, self.dedupe_key, self.cache, level,
+                limiter=self.cpu_limiter,
+            )  # fmt: skip
         except trio.Cancelled:
             batch.error = E.Unavailable("the drive is shutting down")
             raise

@@ -40,7 +40,7 @@ from typing import Any
 
 import trio
 
-from cairn.core import ids
+from cairn.core import frame, ids
 from cairn.core.chunker import DEFAULT, Params, StreamChunker
 from cairn.core.ids import Buffer
 from cairn.core.wire import Entry
@@ -315,15 +315,19 @@ class FileContent:
 # zstd level for chunks framed while a file streams in. Level 1 compresses text-like data
 # about twice as fast as the format's default (3) for ~25% larger frames: sequential writes
 # are CPU-bound on a small machine, and the frame format lets any level decode.
-STREAM_LEVEL = 1
+STREAM_LEVEL: frame.Level = 1
+# ... and while the framing holds the writer back (``fs/files.py`` ``_cut_and_frame``): a
+# faster setting that still entropy-codes literals (see ``cairn.core.frame.FAST``).
+STREAM_FAST: frame.Level = frame.FAST
 
 
-def frame_chunks(chunks: list[bytes], dedupe_key: bytes, cache: ChunkCache) -> list[Entry]:
-    """Hash, frame (zstd ``STREAM_LEVEL``) and cache (dirty) each chunk; CPU-heavy, worker
+def frame_chunks(chunks: list[bytes], dedupe_key: bytes, cache: ChunkCache,
+                 level: frame.Level = STREAM_LEVEL) -> list[Entry]:  # fmt: skip
+    """Hash, frame (zstd ``level``) and cache (dirty) each chunk; CPU-heavy, worker
     thread."""
     out: list[Entry] = []
     for data in chunks:
         cid = ids.chunk_id(dedupe_key, data)
-        cache.put(cid, data, level=STREAM_LEVEL)
+        cache.put(cid, data, level=level)
         out.append((cid, len(data)))
     return out

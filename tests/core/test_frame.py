@@ -21,11 +21,11 @@ KEYS = keyring(KEY)
 TEXT = b"".join(b"line %d of a compressible chunk, words words words\n" % i for i in range(8))
 RANDOM = random.Random(1).randbytes(300)
 
-COMBOS = [(level, key) for level in (None, 3) for key in (None, KEY)]
-COMBO_IDS = ["plain-raw", "aes-raw", "plain-zstd", "aes-zstd"]
+COMBOS = [(level, key) for level in (None, 3, frame.FAST) for key in (None, KEY)]
+COMBO_IDS = ["plain-raw", "aes-raw", "plain-zstd", "aes-zstd", "plain-fast", "aes-fast"]
 
 
-def _encode(data: bytes, level: int | None, key: DataKey | None) -> tuple[bytes, bytes]:
+def _encode(data: bytes, level: frame.Level | None, key: DataKey | None) -> tuple[bytes, bytes]:
     cid = ids.chunk_id(DEDUPE, data)
     return cid, frame.encode(cid, data, level=level, key=key)
 
@@ -69,6 +69,13 @@ def test_incompressible_data_is_stored_raw(key: DataKey | None) -> None:
 def test_compression_shrinks_text() -> None:
     cid, f = _encode(TEXT * 100, 3, None)
     assert len(f) < len(TEXT * 100) // 4
+    cid, f = _encode(TEXT * 100, frame.FAST, None)
+    assert len(f) < len(TEXT * 100) // 4
+
+
+def test_unknown_compression_setting_is_refused() -> None:
+    with pytest.raises(ValueError):
+        frame.encode(ids.chunk_id(DEDUPE, TEXT), TEXT, level="fastest")
 
 
 def test_encrypt_and_decrypt_frame_keep_the_payload() -> None:
