@@ -75,6 +75,10 @@ class HintListener:
         self._waiting: trio.CancelScope | None = None  # the fallback wait kick() ends
         self._kicked = False
 
+    def newest(self) -> dict[int, int]:
+        """The newest seq hinted per namespace so far (a copy)."""
+        return dict(self._seen)
+
     def kick(self) -> None:
         """The server answered someone else: stop waiting and reconnect now."""
         self._kicked = True

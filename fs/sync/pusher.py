@@ -200,6 +200,7 @@ class Pusher:
         # bump it); _gather waits while it moves. None: only the outbox is watched.
         self.activity: Callable[[], int] | None = None
         self._busy_seen = -1  # activity() when the last gather ended
+        self.own_seq = 0  # highest journal seq our applied ops produced (see SyncAgent._pull)
         self.resolver = Resolver(
             store, client, ns=ns, device=device, park=self._park, invalidate=on_applied
         )
@@ -352,6 +353,8 @@ class Pusher:
                 node = res.get("node") or {}
                 if isinstance(node.get("rev"), int):
                     revs[op.node] = node["rev"]
+                if isinstance(node.get("seq"), int) and node["seq"] > self.own_seq:
+                    self.own_seq = node["seq"]
                 if isinstance(op, (wire.Create, wire.Update)):
                     clean.extend(op.blocklist.chunk_ids())
             elif status == "missing_chunks":
@@ -383,6 +386,21 @@ class Pusher:
             await self._gather()
             if not await self.push_batch():
                 return
+
+    async def lull(self) -> None:
+        """Wait until the file system served no request for one ``GATHER_STEP``, at most
+        ``GATHER_MAX`` (at once without an ``activity`` hook)."""
+        activity = self.activity
+        if activity is None:
+            return
+        busy = activity()
+        with trio.move_on_after(GATHER_MAX):
+            while True:  # bounded by the scope
+                await trio.sleep(GATHER_STEP)
+                now_busy = activity()
+                if now_busy == busy:
+                    return
+                busy = now_busy
 
     async def _gather(self) -> None:
         """Wait for a lull before a round: while the outbox grows (a burst of new files)

@@ -101,3 +101,57 @@ def test_a_backlog_drains_without_waits_while_the_drive_is_idle(tmp_path: Path) 
 
     waits = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert waits == [GATHER_STEP, 0, 0]
+
+
+class Stub:
+    """Whatever the agent's constructor touches of store, cache and client."""
+
+    token = None
+    base_url = "http://127.0.0.1:9"
+
+    def cursor(self) -> None:
+        return None
+
+
+def agent_pull_time(tmp_path: Path, hinted: dict[int, int], own_seq: int) -> float:
+    """Seconds (mock clock) ``SyncAgent._pull`` waited before pulling while the drive
+    served requests for 0.3 s."""
+    from cairn.fs.sync.agent import SyncAgent
+
+    agent = SyncAgent(Stub(), Stub(), Stub(), ns=1, parked_file=tmp_path / "parked")  # type: ignore[arg-type]
+    agent.hints._seen.update(hinted)
+    agent.pusher.own_seq = own_seq
+    requests = 0
+    agent.set_activity(lambda: requests)
+    pulled_at: list[float] = []
+
+    async def pull_once() -> int:
+        pulled_at.append(trio.current_time())
+        return 0
+
+    agent.puller.pull_once = pull_once  # type: ignore[method-assign]
+
+    async def main() -> float:
+        async def serve() -> None:
+            nonlocal requests
+            for _ in range(300):
+                requests += 1
+                await trio.sleep(0.001)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            start = trio.current_time()
+            await agent._pull()
+        return pulled_at[0] - start
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_the_echo_of_our_own_push_is_pulled_in_a_lull_other_changes_at_once(
+    tmp_path: Path,
+) -> None:
+    echo = agent_pull_time(tmp_path, {1: 40}, own_seq=40)
+    assert 0.3 <= echo <= 0.3 + 2 * GATHER_STEP
+    assert agent_pull_time(tmp_path, {1: 41}, own_seq=40) == 0  # another device's change
+    assert agent_pull_time(tmp_path, {1: 40, 2: 3}, own_seq=40) == 0  # a shared folder moved
+    assert agent_pull_time(tmp_path, {}, own_seq=0) == 0  # nothing pushed yet
