@@ -78,8 +78,11 @@ _N, _B, _I, _D, _O, _M, _Z = b"n", b"b", b"i", b"d", b"o", b"m", b"z"
 _NEXT_INO = _M + b"next_ino"
 RECORDS_MAX = 100_000  # node records kept in memory (~250 bytes each with the dict)
 # Queued ops kept decoded in memory (see Store._ops): a burst of new files is peeked and
-# settled without decoding each op again; beyond this many, peek decodes from RocksDB.
-OPS_MAX = 20_000
+# settled without decoding each op again. Only small ops (a small file's create is ~350
+# bytes of JSON; an update of a big file carries its whole blocklist) and at most this many,
+# so the memory stays within a few tens of MiB; the others are decoded from RocksDB.
+OPS_MAX = 10_000
+OP_MAX_BYTES = 2048
 _CURSOR = _M + b"cursor"
 
 
@@ -261,7 +264,11 @@ class Txn:
         s = self._s
         s._write(self._w, sync)
         for seq, (op, obj, raw) in self._appended.items():
-            if self._w.get(_k(_O, seq)) is raw and len(s._ops) < OPS_MAX:
+            if (
+                self._w.get(_k(_O, seq)) is raw
+                and len(raw) <= OP_MAX_BYTES
+                and len(s._ops) < OPS_MAX
+            ):
                 s._ops[seq] = (op, obj)
         if self._dirs:
             s._stamp += 1
@@ -302,7 +309,8 @@ class Store:
         self._op_nodes: dict[int, list[str]] = {}  # ... and back: seq -> the nodes it holds
         # Queued ops decoded: seq -> (op, its wire JSON object). Filled when a txn appends
         # or folds (never from RocksDB), dropped for every outbox key a batch writes
-        # (_write), capped at OPS_MAX. Peek and fold read from here instead of decoding.
+        # (_write), bounded (OPS_MAX, OP_MAX_BYTES). Peek and fold read from here instead
+        # of decoding.
         self._ops: dict[int, tuple[wire.Op, dict[str, Any]]] = {}
         self._outbox_count = 0
         self._creates: dict[str, int] = {}  # node id -> seq of its queued create

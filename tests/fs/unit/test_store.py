@@ -266,3 +266,22 @@ def test_node_record_round_trips_through_both_encodings(tmp_path: Path) -> None:
         assert Node.decode(5, node.encode()) == dataclasses.replace(
             node, size=len(b"../t") if node.type == "symlink" else node.size
         )
+
+
+def test_big_ops_are_not_kept_decoded_and_peek_the_same(tmp_path: Path) -> None:
+    """An update of a big file carries its whole blocklist: it stays in RocksDB only (the
+    memory of decoded ops is bounded) and peeks exactly as a small one does."""
+    store = Store.open(tmp_path / "db", ROOT_ID)
+    a = add_file(store, ROOT_INO, "a", queue=False)
+    big = wire.Blocklist(tuple((bytes([i]) * 32, 1 << 20) for i in range(100)))
+    txn = store.txn()
+    txn.outbox_append(wire.Update("u-big", a.id, 3, big, 9))
+    txn.outbox_append(wire.Update("u-small", a.id, 3, wire.Blocklist(((b"\3" * 32, 5),)), 10))
+    txn.commit()
+    big_seq, small_seq = (e.seq for e in store.outbox_peek(None))
+    assert big_seq not in store._ops and small_seq in store._ops
+    assert [e.op for e in store.outbox_peek(None)] == [
+        wire.Update("u-big", a.id, 3, big, 9),
+        wire.Update("u-small", a.id, 3, wire.Blocklist(((b"\3" * 32, 5),)), 10),
+    ]
+    store.close()
