@@ -40,6 +40,10 @@ Behaviour notes
 - readdir: a directory's listing is built once (entries with attributes) and served again
   while ``Store.listing_stamp`` is unchanged (no commit touched its entries or a child's
   record); open files get their current attributes at every serve.
+- FLUSH answers ENOSYS (the kernel then stops sending it): nothing happens at close, the
+  seal runs at the last release.
+- ``requests`` counts the requests served (roughly: bumped in ``_node``, ``_attr``,
+  ``_file``); the sync agent's pusher waits while it moves (``Pusher._gather``).
 - Writes: sequential writes stream through the chunker (``fs/staging.py``); others go to a
   sparse staging file and are re-chunked around the edits at seal (``fs/seal.py``). Seal
   on the last release and on fsync; fsync makes chunk files durable, then writes the batch
