@@ -6,7 +6,10 @@ tail bytes become a background batch (``_batch``) that cuts them — batches tak
 chunker is sequential — and hashes, frames and caches the final chunks, while the kernel
 sends the next writes. At most ``MAX_BATCHES`` batches per file are in flight: a write that
 would start another waits for one to finish (backpressure keeps memory at a few chunks per
-file). Without a running ``Operations.run`` service (unit tests) the same work runs inline.
+file), and the batch it starts is compressed with the faster ``STREAM_FAST`` setting (the
+framing is what holds the writer back). Each framed batch's chunk files are fsynced in the
+background (``_sync_early``), so the file's fsync finds most of them durable already.
+Without a running ``Operations.run`` service (unit tests) the same work runs inline.
 Other writes stage to the sparse file.
 
 Seal (last release, fsync, truncate of a closed file, ``seal_all``): under the file's lock,
