@@ -32,8 +32,8 @@ def _limit(request: web.Request) -> int:
 
 async def get_node(request: web.Request) -> web.Response:
     meta = request.app[META]
-    node = await meta.get_node(caller(request).user_id, ns_param(request), node_param(request))
-    return web.json_response(node)
+    body = await meta.get_node_json(caller(request).user_id, ns_param(request), node_param(request))
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 async def children(request: web.Request) -> web.Response:
@@ -69,8 +69,8 @@ async def trash(request: web.Request) -> web.Response:
 
 async def changes(request: web.Request) -> web.Response:
     meta = request.app[META]
-    page = await meta.changes(caller(request).user_id, _cursor(request), _limit(request))
-    return web.json_response(page)
+    body = await meta.changes_json(caller(request).user_id, _cursor(request), _limit(request))
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 ROUTES = [

@@ -71,17 +71,24 @@ def check_limit(limit: Any) -> int:
     return limit
 
 
+def _seq_of_node(node: dict[str, Any]) -> int:
+    seq: int = node["seq"]
+    return seq
+
+
 def changes_page(
     heads: dict[int, int],
     cursor: dict[int, int],
     limit: int,
-    fetch: Callable[[int, int, int], list[dict[str, Any]]],
+    fetch: Callable[[int, int, int], list[Any]],
+    seq_of: Callable[[Any], int] = _seq_of_node,
 ) -> dict[str, Any]:
     """One page of the feed over the namespaces in ``heads`` (``{ns: current seq}``).
 
     ``fetch(ns, since, lim)`` returns up to ``lim`` node objects (with blocklist) of ``ns``
     whose seq is past ``since``, in seq order; it must read the same snapshot as ``heads``
-    (one read transaction), which was read first.
+    (one read transaction), which was read first. ``seq_of(node)``: its seq (for fetches
+    that hand over nodes already encoded).
     """
     entries: list[dict[str, Any]] = []
     new_cursor: dict[int, int] = {}
@@ -100,13 +107,13 @@ def changes_page(
         found = fetch(ns, since, room + 1)
         more = len(found) > room
         found = found[:room]
-        entries.extend({"ns": ns, "seq": node["seq"], "node": node} for node in found)
+        entries.extend({"ns": ns, "seq": seq_of(node), "node": node} for node in found)
         if more:
             has_more = True
-            new_cursor[ns] = found[-1]["seq"]
+            new_cursor[ns] = seq_of(found[-1])
         else:
             # Everything up to the head read before this query is now delivered.
-            new_cursor[ns] = max([head] + [node["seq"] for node in found])
+            new_cursor[ns] = max([head] + [seq_of(node) for node in found])
     return {"entries": entries, "cursor": encode_cursor(new_cursor), "has_more": has_more}
 
 

@@ -215,27 +215,60 @@ def list_children(
 
 
 class EncodedNodes:
-    """Node objects without blocklist, already JSON-encoded, keyed by ``(node id, seq)``.
+    """Node objects, already JSON-encoded, keyed by ``(node id, seq, with blocklist)``.
 
     A listing of 100 nodes cost ~0.8 ms of ``json.dumps`` plus the names/xattrs query; most
     listings show the same nodes again. The key is safe across transactions and server
     processes because every change to what a node object shows (its row, names, xattrs)
     gives the node a new seq in the same transaction (commit.py, ``Batch.save``), and the
     seq is read in the listing's own snapshot: an entry can only be outdated, never wrong,
-    and an outdated one is never asked for again. Bounded: emptied when full.
+    and an outdated one is never asked for again. Bounded by entries and by characters (a
+    blocklist of a big file is long): emptied when either bound would be passed.
     """
 
-    def __init__(self, size: int = 20_000) -> None:
+    def __init__(self, size: int = 20_000, chars: int = 32 << 20) -> None:
         self.size = size
-        self._items: dict[tuple[str, int], str] = {}
+        self.chars = chars
+        self._used = 0
+        self._items: dict[tuple[str, int, bool], str] = {}
 
-    def get(self, key: tuple[str, int]) -> str | None:
+    def get(self, key: tuple[str, int, bool]) -> str | None:
         return self._items.get(key)
 
-    def put(self, key: tuple[str, int], encoded: str) -> None:
-        if len(self._items) >= self.size:
+    def put(self, key: tuple[str, int, bool], encoded: str) -> None:
+        if len(encoded) > self.chars // 4:
+            return  # one huge node would evict everything else
+        if len(self._items) >= self.size or self._used + len(encoded) > self.chars:
             self._items.clear()
+            self._used = 0
         self._items[key] = encoded
+        self._used += len(encoded)
+
+
+def _encoded(
+    conn: sqlite3.Connection, cache: EncodedNodes, rows: Sequence[Sequence[Any]], bl_col: int | None
+) -> list[str]:
+    """``_render`` of ``rows`` as ``json.dumps`` texts, taken from ``cache`` for every node
+    whose seq is unchanged (only the others are rendered)."""
+    with_bl = bl_col is not None
+    texts: dict[str, str] = {}
+    misses: dict[str, Sequence[Any]] = {}
+    for r in rows:
+        nid = r[0]
+        if nid in texts or nid in misses:
+            continue
+        hit = cache.get((nid, r[9], with_bl))
+        if hit is None:
+            misses[nid] = r
+        else:
+            texts[nid] = hit
+    if misses:
+        todo = list(misses.values())
+        for r, node in zip(todo, _render(conn, todo, bl_col), strict=True):
+            text = json.dumps(node)
+            cache.put((r[0], r[9], with_bl), text)
+            texts[r[0]] = text
+    return [texts[r[0]] for r in rows]
 
 
 def list_children_encoded(
@@ -247,27 +280,21 @@ def list_children_encoded(
     after: str | None,
     limit: int,
 ) -> tuple[list[tuple[str, str]], bool]:
-    """Like ``list_children`` with each node object as its ``json.dumps`` text (taken from
-    ``cache`` when the node's seq is unchanged)."""
+    """Like ``list_children`` with each node object as its ``json.dumps`` text."""
     page, more = _children_rows(conn, user_id, ns, node_id, after, limit)
-    encoded: dict[str, str] = {}
-    misses: dict[str, Sequence[Any]] = {}
-    for r in page:
-        nid = r[1]
-        if nid in encoded or nid in misses:
-            continue
-        hit = cache.get((nid, r[10]))
-        if hit is None:
-            misses[nid] = r[1:]
-        else:
-            encoded[nid] = hit
-    if misses:
-        for row, node in zip(misses.values(), _render(conn, list(misses.values()), None),
-                             strict=True):  # fmt: skip
-            text = json.dumps(node)
-            cache.put((row[0], row[9]), text)
-            encoded[row[0]] = text
-    return [(r[0], encoded[r[1]]) for r in page], more
+    texts = _encoded(conn, cache, [r[1:] for r in page], None)
+    return [(r[0], text) for r, text in zip(page, texts, strict=True)], more
+
+
+def get_node_encoded(
+    conn: sqlite3.Connection, cache: EncodedNodes, user_id: int, ns: int, node_id: str
+) -> str:
+    """Like ``get_node``, as the ``json.dumps`` text of the node object."""
+    r = conn.execute(_VISIBLE_NODE, (node_id, ns, user_id)).fetchone() if type(ns) is int else None
+    if r is None:
+        check_access(conn, user_id, ns)  # the right message: namespace or node
+        raise NotFound(f"node {node_id} not found")
+    return _encoded(conn, cache, [r], 10)[0]
 
 
 def _since_fetch(conn: sqlite3.Connection) -> Callable[[int, int, int], list[dict[str, Any]]]:
@@ -282,6 +309,22 @@ def changes(
 ) -> dict[str, Any]:
     """A page of the compacted feed (``changes.changes_page``)."""
     return changes_page(heads(conn, user_id), since, limit, _since_fetch(conn))
+
+
+def changes_encoded(
+    conn: sqlite3.Connection, cache: EncodedNodes, user_id: int, since: dict[int, int], limit: int
+) -> dict[str, Any]:
+    """Like ``changes`` with each entry's ``node`` as ``(seq, json.dumps text)``."""
+
+    def fetch(ns: int, since: int, lim: int) -> list[tuple[int, str]]:
+        rows = conn.execute(_SINCE, (ns, since, lim)).fetchall()
+        return [(r[9], text) for r, text in zip(rows, _encoded(conn, cache, rows, 10), strict=True)]
+
+    return changes_page(heads(conn, user_id), since, limit, fetch, seq_of=_first)
+
+
+def _first(item: tuple[int, str]) -> int:
+    return item[0]
 
 
 def _check_ids(ids: Sequence[bytes]) -> None:

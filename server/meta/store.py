@@ -339,6 +339,17 @@ class MetaStore:
         return await self.db.read(_get_node, user_id, ns, node_id)
 
     @translated
+    async def get_node_json(self, user_id: int, ns: int, node_id: str) -> bytes:
+        """``get_node`` as the UTF-8 JSON body the API sends (see ``list_children_json``)."""
+        wire.node_id(node_id, "node id")
+        if not self._sqlite:
+            return json.dumps(await self.db.read(_get_node, user_id, ns, node_id)).encode()
+        text = await self.db.read_raw(
+            sqlite_reads.get_node_encoded, self._encoded, user_id, ns, node_id
+        )
+        return text.encode()
+
+    @translated
     async def list_children(
         self, user_id: int, ns: int, node_id: str, cursor: str | None, limit: int
     ) -> dict[str, Any]:
@@ -408,6 +419,25 @@ class MetaStore:
         if self._sqlite:
             return await self.db.read_raw(sqlite_reads.changes, user_id, since, limit)
         return await self.db.read(_changes, user_id, since, limit)
+
+    @translated
+    async def changes_json(self, user_id: int, cursor: str | None, limit: int) -> bytes:
+        """``changes`` as the UTF-8 JSON body the API sends (see ``list_children_json``)."""
+        check_limit(limit)
+        since = decode_cursor(cursor)
+        if not self._sqlite:
+            return json.dumps(await self.db.read(_changes, user_id, since, limit)).encode()
+        page = await self.db.read_raw(
+            sqlite_reads.changes_encoded, self._encoded, user_id, since, limit
+        )
+        entries = ", ".join(
+            f'{{"ns": {e["ns"]}, "seq": {e["seq"]}, "node": {e["node"][1]}}}'
+            for e in page["entries"]
+        )
+        return (
+            f'{{"entries": [{entries}], "cursor": {json.dumps(page["cursor"])}, '
+            f'"has_more": {json.dumps(page["has_more"])}}}'
+        ).encode()
 
     @translated
     async def seqs(self, user_id: int) -> dict[int, int]:

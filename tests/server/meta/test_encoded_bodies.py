@@ -1,7 +1,8 @@
-"""``MetaStore.list_children_json``, the listing body the API sends: on SQLite it reuses
-node objects encoded earlier (keyed by node id and seq), so these tests check that it always
-says what ``list_children`` says, including after another server process (a second
-MetaStore on the same database file) changed the listed nodes in every way a node object
+"""``MetaStore.list_children_json``, ``get_node_json`` and ``changes_json``, the bodies the
+API sends: on SQLite they reuse node objects encoded earlier (keyed by node id, seq and
+whether the blocklist is in), so these tests check that they always say what
+``list_children``, ``get_node`` and ``changes`` say, including after another server process
+(a second MetaStore on the same database file) changed the nodes in every way a node object
 can change."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cairn.core.errors import NotADirectory, NotFound
+from cairn.core.errors import InvalidArgument, NotADirectory, NotFound
 from cairn.server.meta import MetaStore
 from cairn.server.meta.sqlite_reads import EncodedNodes
 
@@ -59,6 +60,23 @@ async def _pages(s: MetaStore, w: World, parent: str, limit: int) -> list[Any]:
     raise AssertionError("listing did not end")
 
 
+async def _same_bodies(s: MetaStore, w: World, ids: list[str]) -> None:
+    """Stat of every node and the whole changes feed (several page sizes) agree."""
+    for node_id in ids:
+        body = await s.get_node_json(w.user.id, w.ns, node_id)
+        assert json.loads(body) == await s.get_node(w.user.id, w.ns, node_id)
+    for limit in (1, 3, 1000):
+        cursor = ""
+        for _ in range(200):
+            page = json.loads(await s.changes_json(w.user.id, cursor, limit))
+            assert page == await s.changes(w.user.id, cursor, limit)
+            cursor = page["cursor"]
+            if not page["has_more"]:
+                break
+        else:
+            raise AssertionError("feed did not end")
+
+
 async def test_body_equals_the_listing_after_changes_from_another_process(
     two: tuple[MetaStore, MetaStore],
 ) -> None:
@@ -71,9 +89,13 @@ async def test_body_equals_the_listing_after_changes_from_another_process(
     h = await wa.mkfile(parent=d["id"], name="h")
     await wa.applied(mkdir(d["id"], "sub", xattrs={"user.k": "dg=="}))
     await wa.applied(create(d["id"], "é 日本", [(await wa.upload(), 5)]))
+    ids = [wa.root, d["id"], f["id"], g["id"], h["id"]]
     for limit in (1, 2, 100):
         first = await _pages(a, wa, d["id"], limit)
         assert await _pages(a, wa, d["id"], limit) == first  # now from the cache
+    await _same_bodies(a, wa, ids)
+    await _same_bodies(a, wa, ids)  # from the cache
+    stale = json.loads(await a.get_node_json(wa.user.id, wa.ns, f["id"]))
 
     # Every kind of change to a listed node object, made by the other process.
     await wb.applied(
@@ -93,6 +115,9 @@ async def test_body_equals_the_listing_after_changes_from_another_process(
         assert by_name["f"]["size"] == 9 and by_name["f-link"] == by_name["f"]
         assert by_name["g"]["names"] == [[d["id"], "g"]]
         assert "h" not in by_name and by_name["h2"]["names"] == [[d["id"], "h2"]]
+    await _same_bodies(a, wa, ids)
+    fresh = json.loads(await a.get_node_json(wa.user.id, wa.ns, f["id"]))
+    assert fresh["rev"] == stale["rev"] + 1 and fresh["blocklist"] != stale["blocklist"]
 
 
 async def test_body_refuses_what_the_listing_refuses(store: MetaStore, world: World) -> None:
@@ -105,6 +130,16 @@ async def test_body_refuses_what_the_listing_refuses(store: MetaStore, world: Wo
         await store.list_children_json(u, ns, "0" * 32, "", 10)
     with pytest.raises(NotFound):
         await store.list_children_json(u, other.ns, other.root, "", 10)
+    with pytest.raises(NotFound):
+        await store.get_node_json(u, other.ns, other.root)
+    with pytest.raises(NotFound):
+        await store.get_node_json(u, ns, "0" * 32)
+    with pytest.raises(InvalidArgument):
+        await store.get_node_json(u, ns, "not-an-id")
+    with pytest.raises(InvalidArgument):
+        await store.changes_json(u, "garbage", 10)
+    with pytest.raises(InvalidArgument):
+        await store.changes_json(u, "", 0)
     empty = await world.mkdir(name="empty")
     assert json.loads(await store.list_children_json(u, ns, empty["id"], "", 10)) == {
         "entries": [],
@@ -116,6 +151,13 @@ async def test_body_refuses_what_the_listing_refuses(store: MetaStore, world: Wo
 def test_cache_is_bounded() -> None:
     cache = EncodedNodes(size=3)
     for i in range(10):
-        cache.put((str(i), i), "{}")
-    assert sum(cache.get((str(i), i)) is not None for i in range(10)) <= 3
-    assert cache.get(("9", 9)) == "{}"
+        cache.put((str(i), i, False), "{}")
+    assert sum(cache.get((str(i), i, False)) is not None for i in range(10)) <= 3
+    assert cache.get(("9", 9, False)) == "{}"
+    assert cache.get(("9", 9, True)) is None
+    by_chars = EncodedNodes(size=1000, chars=100)
+    for i in range(10):
+        by_chars.put((str(i), i, True), "x" * 20)
+    assert sum(by_chars.get((str(i), i, True)) is not None for i in range(10)) <= 5
+    by_chars.put(("big", 1, True), "x" * 26)  # over a quarter of the bound: not kept
+    assert by_chars.get(("big", 1, True)) is None
