@@ -44,6 +44,7 @@ PULL_INTERVAL = 60.0  # safety pull; hints wake the puller at once
 PUSH_TICK = 0.05  # the pusher looks at the outbox this often (nothing calls wake() on a seal)
 OFFLINE_CAP = 4.0  # longest wait between reconnect attempts
 ME_INTERVAL = 30.0  # how often the quota shown by statfs is refreshed
+ECHO_LULL_MIN = 64  # an echo of at least this many of our ops waits for a lull (see _pull)
 FETCH_RETRY_AFTER = 2.0  # while offline, fetches fail fast for this long after a failure
 
 
@@ -158,11 +159,13 @@ class SyncAgent:
         return set(seen) <= {self.ns} and seen.get(self.ns, 0) <= self.pusher.own_seq
 
     async def _pull(self) -> None:
-        if self.pusher.own_seq and self._echo_only():
-            # The echo of a push (1,000 nodes: tens of ms on the trio thread) waits for a
-            # pause in file system requests, at most a second; other devices' changes
-            # (a newer hint) are pulled at once.
+        if self.pusher.unpulled >= ECHO_LULL_MIN and self.pusher.own_seq and self._echo_only():
+            # The echo of a big push (1,000 nodes: tens of ms on the trio thread) waits for
+            # a pause in file system requests, at most a second; other devices' changes
+            # (a newer hint) are pulled at once. A small echo is pulled at once too: the
+            # push loop waits for it, so a lull there would delay the next edit's push.
             await self.pusher.lull()
+        self.pusher.unpulled = 0
         await self.puller.pull_once()
         self._came_online()
         if self.quota_hook is not None and time.monotonic() - self._last_me > ME_INTERVAL:

@@ -201,6 +201,7 @@ class Pusher:
         self.activity: Callable[[], int] | None = None
         self._busy_seen = -1  # activity() when the last gather ended
         self.own_seq = 0  # highest journal seq our applied ops produced (see SyncAgent._pull)
+        self.unpulled = 0  # ops applied since the last pull: the size of the echo to come
         self.resolver = Resolver(
             store, client, ns=ns, device=device, park=self._park, invalidate=on_applied
         )
@@ -355,6 +356,7 @@ class Pusher:
                     revs[op.node] = node["rev"]
                 if isinstance(node.get("seq"), int) and node["seq"] > self.own_seq:
                     self.own_seq = node["seq"]
+                self.unpulled += 1
                 if isinstance(op, (wire.Create, wire.Update)):
                     clean.extend(op.blocklist.chunk_ids())
             elif status == "missing_chunks":

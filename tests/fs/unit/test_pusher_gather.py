@@ -113,14 +113,17 @@ class Stub:
         return None
 
 
-def agent_pull_time(tmp_path: Path, hinted: dict[int, int], own_seq: int) -> float:
+def agent_pull_time(
+    tmp_path: Path, hinted: dict[int, int], own_seq: int, unpulled: int = 1000
+) -> float:
     """Seconds (mock clock) ``SyncAgent._pull`` waited before pulling while the drive
-    served requests for 0.3 s."""
+    served requests for 0.3 s, ``unpulled`` of our ops applied since the last pull."""
     from cairn.fs.sync.agent import SyncAgent
 
     agent = SyncAgent(Stub(), Stub(), Stub(), ns=1, parked_file=tmp_path / "parked")  # type: ignore[arg-type]
     agent.hints._seen.update(hinted)
     agent.pusher.own_seq = own_seq
+    agent.pusher.unpulled = unpulled
     requests = 0
     agent.set_activity(lambda: requests)
     pulled_at: list[float] = []
@@ -155,3 +158,6 @@ def test_the_echo_of_our_own_push_is_pulled_in_a_lull_other_changes_at_once(
     assert agent_pull_time(tmp_path, {1: 41}, own_seq=40) == 0  # another device's change
     assert agent_pull_time(tmp_path, {1: 40, 2: 3}, own_seq=40) == 0  # a shared folder moved
     assert agent_pull_time(tmp_path, {}, own_seq=0) == 0  # nothing pushed yet
+    # A small echo (one edit) is pulled at once: the push loop waits for that pull, and a
+    # lull there would hold back the next edit's push while the user keeps working.
+    assert agent_pull_time(tmp_path, {1: 40}, own_seq=40, unpulled=1) == 0
