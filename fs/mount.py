@@ -28,7 +28,7 @@ from pathlib import Path
 
 from cairn.core.errors import CairnError, ConfigError
 
-from . import control
+from . import control, fuse_wait
 from .statedir import StateDir, pid_alive, register_mount, unregister_mount
 
 log = logging.getLogger("cairn.fs.mount")
@@ -227,6 +227,7 @@ def run(
         state.check()
         _setup_logging(state, foreground)
         opts, nonempty = fuse_options(options or [])
+        spin_s = fuse_wait.spin_from_env()
         check_mountpoint(mountpoint, state, nonempty=nonempty)
         drive = open_drive(state, cache_size=cache_size)
     except (CairnError, MountError, OSError) as e:
@@ -254,7 +255,7 @@ def run(
     # of the session must not leave a dead mount behind).
     stopped_by_us = True
     try:
-        stopped_by_us = trio.run(_serve, state, drive, ready)
+        stopped_by_us = trio.run(_serve, state, drive, ready, spin_s)
     finally:
         try:
             pyfuse3.close(unmount=stopped_by_us)
@@ -266,7 +267,7 @@ def run(
     return 0
 
 
-async def _serve(state: StateDir, drive, ready: _Ready) -> bool:  # type: ignore[no-untyped-def]
+async def _serve(state: StateDir, drive, ready: _Ready, spin_s: float) -> bool:  # type: ignore[no-untyped-def]
     """The mount's one nursery. Returns True when we ended the session (signal or ``stop``)
     and so must unmount, False when the kernel mount went away on its own."""
     import pyfuse3
@@ -314,10 +315,15 @@ async def _serve(state: StateDir, drive, ready: _Ready) -> bool:  # type: ignore
         await nursery.start(control.serve, state.control_socket, handlers)
         await nursery.start(drive.agent.run)
         nursery.start_soon(drive.ops.run)
+        # busy-poll the device during bursts of requests (see fs/fuse_wait.py)
+        waiter = fuse_wait.install(pyfuse3, spin_s)
         ready.ok()
         try:
             await pyfuse3.main()
         finally:
+            if waiter is not None:
+                log.info("served requests: %d waits for the device, %d answered by polling",
+                         waiter.waits, waiter.polled)  # fmt: skip
             with trio.CancelScope(shield=True), trio.move_on_after(SEAL_TIMEOUT):
                 # Files still open with unsealed writes (SIGTERM, lazy unmount): seal them so
                 # their data waits in the outbox for the next mount.

@@ -1,0 +1,176 @@
+"""``fs/fuse_wait.py``: the busy poll pyfuse3 waits with, on a real pipe under trio.
+
+What must hold: inside a burst a readable device is answered without a trio checkpoint;
+outside a burst, and at least every ``yield_s`` inside one, the wait goes through trio (so
+the drive's other tasks run); an unreadable device is polled for at most ``spin_s`` before
+trio's wait, which still wakes on the next request."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import trio
+import trio.testing
+
+from cairn.core.errors import ConfigError
+from cairn.fs import fuse_wait
+
+
+@pytest.fixture
+def pipe():
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    try:
+        yield r, w
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_readable_in_a_burst_is_answered_without_a_checkpoint(pipe) -> None:
+    r, w = pipe
+    os.write(w, b"x")
+    wait = fuse_wait.BurstWait(yield_s=60.0)
+
+    async def main() -> None:
+        with trio.testing.assert_checkpoints():
+            await wait(r)  # the first wait: no burst yet, so through trio
+        with trio.testing.assert_no_checkpoints():
+            for _ in range(100):
+                await wait(r)
+
+    trio.run(main)
+    assert (wait.waits, wait.polled) == (101, 100)
+
+
+def test_no_poll_after_the_burst_ends(pipe) -> None:
+    r, w = pipe
+    os.write(w, b"x")
+    wait = fuse_wait.BurstWait(burst_s=0.01, yield_s=60.0)
+
+    async def main() -> None:
+        await wait(r)
+        await trio.sleep(0.05)  # longer than burst_s: the next wait must not spin
+        with trio.testing.assert_checkpoints():
+            await wait(r)
+
+    trio.run(main)
+    assert wait.polled == 0
+
+
+def test_other_tasks_run_during_an_endless_burst(pipe) -> None:
+    """A device that is always readable (a client that never pauses) must not starve the
+    rest of the drive: the wait goes through trio at least every ``yield_s``."""
+    r, w = pipe
+    os.write(w, b"x")
+    wait = fuse_wait.BurstWait(yield_s=0.002)
+    ran = 0
+
+    async def other() -> None:
+        nonlocal ran
+        while True:
+            ran += 1
+            await trio.lowlevel.checkpoint()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other)
+            deadline = time.monotonic() + 10.0
+            while ran < 20 and time.monotonic() < deadline:  # bounded in time
+                await wait(r)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert ran >= 20, f"the other task ran {ran} times while the device was busy"
+    assert wait.polled > 0
+
+
+def test_an_idle_device_is_polled_briefly_then_waited_for(pipe) -> None:
+    r, w = pipe
+    wait = fuse_wait.BurstWait(spin_s=0.001, yield_s=60.0)
+    got = []
+
+    async def request_later() -> None:
+        await trio.sleep(0.05)
+        os.write(w, b"y")
+
+    async def main() -> None:
+        os.write(w, b"x")
+        await wait(r)  # starts a burst
+        os.read(r, 1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(request_later)
+            t0 = time.perf_counter()
+            with trio.testing.assert_checkpoints():
+                await wait(r)  # spins ~1 ms, then sleeps in epoll until the write
+            got.append(time.perf_counter() - t0)
+
+    trio.run(main)
+    assert os.read(r, 1) == b"y"
+    assert wait.polled == 0  # the request came long after the spin had given up
+    assert got[0] >= 0.04  # it did wait for the request, through trio
+
+
+def test_namespace_forwards_everything_but_the_lock_and_the_wait() -> None:
+    wait = fuse_wait.BurstWait()
+    ns = fuse_wait.namespace(wait)
+    assert ns.open_nursery is trio.open_nursery
+    assert ns.ClosedResourceError is trio.ClosedResourceError
+    assert ns.lowlevel.current_task is trio.lowlevel.current_task
+    assert ns.lowlevel.notify_closing is trio.lowlevel.notify_closing
+    assert ns.lowlevel.wait_readable is wait
+    assert ns.Lock is fuse_wait.DeviceLock
+
+
+def test_device_lock_excludes_and_only_yields_when_held() -> None:
+    lock = fuse_wait.DeviceLock()
+    inside = 0
+    most = 0
+
+    async def user() -> None:
+        nonlocal inside, most
+        async with lock:
+            inside += 1
+            most = max(most, inside)
+            await trio.sleep(0.001)
+            inside -= 1
+
+    async def main() -> None:
+        with trio.testing.assert_no_checkpoints():
+            async with lock:
+                pass
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(user)
+
+    trio.run(main)
+    assert most == 1
+
+
+def test_install_with_zero_leaves_pyfuse3_alone() -> None:
+    class FakePyfuse3:
+        trio = trio
+
+    fake = FakePyfuse3()
+    assert fuse_wait.install(fake, 0) is None
+    assert fake.trio is trio
+    waiter = fuse_wait.install(fake, 50e-6)
+    assert isinstance(waiter, fuse_wait.BurstWait) and waiter.spin_s == 50e-6
+    assert fake.trio.lowlevel.wait_readable is waiter
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("", fuse_wait.SPIN_S), ("0", 0.0), ("250", 250e-6), (" 40 ", 40e-6)]
+)
+def test_spin_from_env(monkeypatch, value: str, expected: float) -> None:
+    monkeypatch.setenv("CAIRN_FUSE_SPIN_US", value)
+    assert fuse_wait.spin_from_env() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("value", ["fast", "-1", "20000", "nan"])
+def test_spin_from_env_refuses_nonsense(monkeypatch, value: str) -> None:
+    monkeypatch.setenv("CAIRN_FUSE_SPIN_US", value)
+    with pytest.raises(ConfigError, match="CAIRN_FUSE_SPIN_US"):
+        fuse_wait.spin_from_env()
