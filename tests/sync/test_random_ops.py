@@ -38,7 +38,7 @@ def listing(root: Path) -> tuple[list[Path], list[Path]]:
 
 class Model:
     def __init__(self) -> None:
-        self.written: set[str] = set()
+        self.written: dict[str, str] = {}  # content hash -> the op that wrote it
         self.superseded: set[str] = set()
 
     def held(self, path: Path) -> bool:
@@ -51,8 +51,8 @@ class Model:
             return False
         return True
 
-    def wrote(self, path: Path) -> None:
-        self.written.add(sha(path.read_bytes()))
+    def wrote(self, path: Path, op: str = "") -> None:
+        self.written[sha(path.read_bytes())] = op or str(path)
 
 
 def one_op(rng: random.Random, dev, model: Model, n: int, seed: int) -> str:  # type: ignore[no-untyped-def]
@@ -67,20 +67,20 @@ def one_op(rng: random.Random, dev, model: Model, n: int, seed: int) -> str:  # 
     if kind == "create":
         path = rng.choice(dirs) / f"f{n}.txt"
         path.write_bytes(body)
-        model.wrote(path)
+        model.wrote(path, f"{dev.name} {kind} op {n} {path.relative_to(dev.mnt)}")
     elif kind == "write":
         path = rng.choice(files)
         if not model.held(path):
             return f"{dev.name} {kind} {path.relative_to(dev.mnt)} skipped: unreadable"
         path.write_bytes(body)
-        model.wrote(path)
+        model.wrote(path, f"{dev.name} {kind} op {n} {path.relative_to(dev.mnt)}")
     elif kind == "append":
         path = rng.choice(files)
         if not model.held(path):
             return f"{dev.name} {kind} {path.relative_to(dev.mnt)} skipped: unreadable"
         with open(path, "ab") as f:
             f.write(body)
-        model.wrote(path)
+        model.wrote(path, f"{dev.name} {kind} op {n} {path.relative_to(dev.mnt)}")
     elif kind == "truncate":
         path = rng.choice(files)
         if not model.held(path):
@@ -89,7 +89,7 @@ def one_op(rng: random.Random, dev, model: Model, n: int, seed: int) -> str:  # 
         os.truncate(path, rng.randint(0, size))
         with open(path, "ab") as f:  # a unique marker keeps every version distinct
             f.write(f"t{n}\n".encode())
-        model.wrote(path)
+        model.wrote(path, f"{dev.name} {kind} op {n} {path.relative_to(dev.mnt)}")
     elif kind == "rename":
         path = rng.choice(files)
         dst = rng.choice(dirs) / f"r{n}.txt"
@@ -138,7 +138,7 @@ def test_random_ops_converge(sync_devices, proxy, default_seed: int) -> None:
                 log.append("cut")
             dev = rng.choice(devs)
             try:
-                log.append(one_op(rng, dev, model, n, seed))
+                log.append(f"{n}: {one_op(rng, dev, model, n, seed)}")
             except OSError as e:  # a pull moved the path away under us: a lost race, fine
                 log.append(f"{dev.name} op {n} failed: {e.strerror}")
             if rng.random() < 0.3:
@@ -147,7 +147,9 @@ def test_random_ops_converge(sync_devices, proxy, default_seed: int) -> None:
         snap = converge(devs, 120, f"(seed {seed})")
     except BaseException as e:
         raise AssertionError(f"seed {seed}; ops:\n" + "\n".join(log[-60:])) from e
-    missing = model.written - model.superseded - digests(snap)
+    missing = set(model.written) - model.superseded - digests(snap)
+    lost = sorted(model.written[h] for h in missing)
     assert not missing, (
-        f"seed {seed}: {len(missing)} versions lost; tree: {sorted(snap)}\n" + "\n".join(log[-60:])
+        f"seed {seed}: {len(missing)} versions lost, written by {lost}; tree: {sorted(snap)}\n"
+        + "\n".join(log)  # at most OPS lines
     )
