@@ -9,8 +9,8 @@ One round (``push_once``) repeats until the outbox is empty:
 3. ask ``chunks/missing`` for every chunk the batch's blocklists name and upload those
    (``Uploader``: bounded concurrency, retries with backoff);
 4. commit the batch; walk the results in order:
-   - ``applied``: done; the node's new ``rev`` goes to ``store.outbox_done`` (which rebases
-     later queued ops of that node);
+   - ``applied``: done; for a create or update the node's new ``rev`` goes to
+     ``store.outbox_done`` (which rebases later queued ops of that node; see ``_REV_OPS``);
    - ``missing_chunks``: stop here; everything before is done, this op and the rest are sent
      again next round after uploading (ops are idempotent by ``op_id``, so ops after it that
      the server applied simply return their stored result);
@@ -66,6 +66,15 @@ MISSING_RETRIES = 3  # an op still missing chunks after this many uploads is par
 MAX_ROUNDS = 1_000_000  # a bound on one drain; each round commits at least one op
 GATHER_STEP = 0.05  # see Pusher._gather
 GATHER_MAX = 1.0
+
+
+# Ops whose answer's revision follows from what this device sent: a create makes rev 1 and
+# an update is applied only on its base_rev (making base + 1). The other ops (rename,
+# setattr, link, unlink) do not check or change the content revision, so their answer
+# carries whatever revision the node has on the server, possibly another device's edit
+# that this device never saw; rebasing queued ops onto it (``outbox_done``) would let a
+# queued update or delete replace that edit unseen.
+_REV_OPS = (wire.Create, wire.Mkdir, wire.Symlink, wire.Update)
 
 
 def safe_prefix(entries: list[Any], sent: frozenset[int] | set[int] = frozenset()) -> list[Any]:
@@ -352,7 +361,7 @@ class Pusher:
             if status == "applied":
                 done.append(entry.seq)
                 node = res.get("node") or {}
-                if isinstance(node.get("rev"), int):
+                if isinstance(node.get("rev"), int) and isinstance(op, _REV_OPS):
                     revs[op.node] = node["rev"]
                 if isinstance(node.get("seq"), int) and node["seq"] > self.own_seq:
                     self.own_seq = node["seq"]

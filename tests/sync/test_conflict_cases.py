@@ -125,3 +125,25 @@ def test_save_by_rename_without_a_concurrent_edit_replaces(sync_devices, proxy) 
     snap = converge([a, b], DEADLINE, "after save-by-rename")
     assert names(snap) == ["doc.txt"]
     assert (a.mnt / "doc.txt").read_bytes() == b"saved on B\n"
+
+
+def test_rename_edit_delete_offline_keeps_an_edit_made_elsewhere(sync_devices, proxy) -> None:
+    """A (offline) renames a file, rewrites it and deletes it; meanwhile B (online) edits
+    it. A's rename is applied over B's edit (renames do not check content revisions), and
+    its answer carries B's revision: A's queued delete must not be rebased onto it, or it
+    deletes B's version unseen (found by test_random_ops, seed 702987668)."""
+    a = sync_devices("A")
+    b = sync_devices("B", via_proxy=False)  # stays online while A is cut off
+    write_file(a.mnt / "doc.txt", b"base\n")
+    converge([a, b], DEADLINE)
+    proxy.cut()
+    wait_until(lambda: "reachable: no" in a.status(), 30, "A sees the cut")
+    os.rename(a.mnt / "doc.txt", a.mnt / "moved.txt")
+    write_file(a.mnt / "moved.txt", b"rewritten on A\n")
+    os.unlink(a.mnt / "moved.txt")
+    vb = b"edited on B while A was away\n"
+    write_file(b.mnt / "doc.txt", vb)
+    wait_until(lambda: pending_zero(b), DEADLINE, "B pushes its edit")
+    proxy.restore()
+    snap = converge([a, b], DEADLINE, "after A's rename/edit/delete and B's edit")
+    assert sha(vb) in digests(snap), names(snap)
