@@ -138,7 +138,8 @@ def test_random_ops_converge(sync_devices, proxy, default_seed: int) -> None:
                 log.append("cut")
             dev = rng.choice(devs)
             try:
-                log.append(f"{n} {time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d}: {one_op(rng, dev, model, n, seed)}")
+                stamp = time.strftime("%H:%M:%S") + f".{int(time.time() * 1000) % 1000:03d}"
+                log.append(f"{n} {stamp}: {one_op(rng, dev, model, n, seed)}")
             except OSError as e:  # a pull moved the path away under us: a lost race, fine
                 log.append(f"{dev.name} op {n} failed: {e.strerror}")
             if rng.random() < 0.3:
