@@ -14,6 +14,8 @@ the rate (``bench/fs.py``: creates and stat).
 The rules, so the poll can neither starve the drive's other work nor burn an idle CPU:
 
 - poll only inside a burst: the previous request arrived less than ``BURST_S`` ago;
+- poll only when no other trio task is runnable and no worker thread has handed a result
+  back (a read waiting on its decoded chunk goes first);
 - poll for at most ``SPIN_S``, then wait in epoll as before;
 - go through trio's wait (a real checkpoint that lets timers, the sync agent, the control
   socket and finished worker threads run) at least every ``YIELD_S``.
@@ -86,7 +88,11 @@ class BurstWait:
     async def __call__(self, fd: int) -> None:
         self.waits += 1
         now = time.perf_counter()
-        if now - self._last_request < self.burst_s and now - self._last_yield < self.yield_s:
+        if (
+            now - self._last_request < self.burst_s
+            and now - self._last_yield < self.yield_s
+            and not _work_waiting()
+        ):
             if fd != self._fd:
                 self._poll = select.poll()
                 self._poll.register(fd, select.POLLIN)
@@ -103,6 +109,14 @@ class BurstWait:
         self._last_yield = time.perf_counter()
         await trio.lowlevel.wait_readable(fd)
         self._last_request = time.perf_counter()
+
+
+def _work_waiting() -> bool:
+    """Other trio tasks are runnable, or worker threads have handed results back: serve
+    them first rather than spin (a read waiting on its decoded chunk, a release on its
+    RocksDB write)."""
+    stats = trio.lowlevel.current_statistics()
+    return bool(stats.tasks_runnable or stats.run_sync_soon_queue_size)
 
 
 def namespace(wait: BurstWait | None = None) -> types.SimpleNamespace:

@@ -45,6 +45,29 @@ def test_readable_in_a_burst_is_answered_without_a_checkpoint(pipe) -> None:
     assert (wait.waits, wait.polled) == (101, 100)
 
 
+def test_runnable_work_goes_first(pipe) -> None:
+    """A task waiting to run (e.g. a read whose chunk a worker thread just decoded) is
+    served before any spinning: the wait goes through trio."""
+    r, w = pipe
+    os.write(w, b"x")
+    wait = fuse_wait.BurstWait(yield_s=60.0)
+    ran = []
+
+    async def note() -> None:
+        ran.append(1)
+
+    async def main() -> None:
+        await wait(r)  # starts the burst
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(note)  # runnable from now on
+            with trio.testing.assert_checkpoints():
+                await wait(r)
+
+    trio.run(main)
+    assert wait.polled == 0
+    assert ran == [1]
+
+
 def test_no_poll_after_the_burst_ends(pipe) -> None:
     r, w = pipe
     os.write(w, b"x")
