@@ -22,8 +22,8 @@ The rules, so the poll can neither starve the drive's other work nor burn an idl
 
 pyfuse3 reaches trio only through its module attribute ``pyfuse3.trio`` (the hook its own
 asyncio mode uses), and only for a few names. ``install`` puts a namespace there that
-forwards every name to trio except ``Lock`` (an uncontended acquire does not yield: the
-lock only keeps two tasks from waiting on the device at once) and
+forwards every name to trio except ``Lock`` (``QuickLock``: an uncontended acquire does not
+yield; the lock only keeps two tasks from waiting on the device at once) and
 ``lowlevel.wait_readable``.
 """
 
@@ -39,6 +39,8 @@ import trio
 
 from cairn.core.errors import ConfigError
 
+from .quicklock import QuickLock
+
 SPIN_S = 100e-6
 """Longest busy poll per wait. A sequential client's turnaround here is 5-30 µs; a longer
 gap means the client is doing something else and sleeping costs less than spinning."""
@@ -49,23 +51,6 @@ never spins."""
 
 YIELD_S = 2e-3
 """Longest stretch of requests served without a trio checkpoint."""
-
-
-class DeviceLock:
-    """``trio.Lock`` for pyfuse3's one reader at a time, without the yield that
-    ``trio.Lock.acquire`` makes even when nobody holds it."""
-
-    def __init__(self) -> None:
-        self._lock = trio.Lock()
-
-    async def __aenter__(self) -> None:
-        try:
-            self._lock.acquire_nowait()
-        except trio.WouldBlock:
-            await self._lock.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._lock.release()
 
 
 class BurstWait:
@@ -126,7 +111,7 @@ def namespace(wait: BurstWait | None = None) -> types.SimpleNamespace:
     low.wait_readable = wait or BurstWait()
     ns = types.SimpleNamespace(**{k: getattr(trio, k) for k in dir(trio) if not k.startswith("__")})
     ns.lowlevel = low
-    ns.Lock = DeviceLock
+    ns.Lock = QuickLock
     return ns
 
 

@@ -47,37 +47,13 @@ from cairn.core.wire import Entry
 
 from .blocks import BlockIndex, ByteQueue, ExtentMap
 from .cache import ChunkCache
+from .quicklock import QuickLock
 
 GetChunk = Callable[[bytes], bytes]
 Piece = tuple[Any, ...]
 """A read piece: ``("staged", off, n)``, ``("zero", n)``, ``("chunk", id, start, stop)`` or
 ``("bytes", data)``."""
 _counter = itertools.count(1)
-
-
-class QuickLock:
-    """A trio lock for ``async with`` that takes a free lock at once. ``trio.Lock.acquire``
-    passes through the scheduler twice even when the lock is free (cancellation
-    checkpoints), and a small file's write and seal each take its lock; the handlers
-    await elsewhere, so nothing relies on those checkpoints. Waiting (FIFO) and release are
-    ``trio.Lock``'s."""
-
-    __slots__ = ("_lock",)
-
-    def __init__(self) -> None:
-        self._lock = trio.Lock()
-
-    def locked(self) -> bool:
-        return self._lock.locked()
-
-    async def __aenter__(self) -> None:
-        try:
-            self._lock.acquire_nowait()
-        except trio.WouldBlock:
-            await self._lock.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._lock.release()
 
 
 class Batch:

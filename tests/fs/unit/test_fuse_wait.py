@@ -16,6 +16,7 @@ import trio.testing
 
 from cairn.core.errors import ConfigError
 from cairn.fs import fuse_wait
+from cairn.fs.quicklock import QuickLock
 
 
 @pytest.fixture
@@ -144,11 +145,11 @@ def test_namespace_forwards_everything_but_the_lock_and_the_wait() -> None:
     assert ns.lowlevel.current_task is trio.lowlevel.current_task
     assert ns.lowlevel.notify_closing is trio.lowlevel.notify_closing
     assert ns.lowlevel.wait_readable is wait
-    assert ns.Lock is fuse_wait.DeviceLock
+    assert ns.Lock is QuickLock
 
 
 def test_device_lock_excludes_and_only_yields_when_held() -> None:
-    lock = fuse_wait.DeviceLock()
+    lock = QuickLock()
     inside = 0
     most = 0
 
