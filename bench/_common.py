@@ -12,6 +12,8 @@ Nothing here measures anything by itself. The contracts the scripts rely on:
 - ``drop_caches()``: ``sync`` + ``echo 3 > /proc/sys/vm/drop_caches``; returns False (and the
   caller says so in its output) when not permitted.
 - ``table(rows, header)``: a plain-text table, right-aligned numbers.
+- ``proc_cpu(stat_path)``: user + system CPU seconds from a ``/proc/PID/stat`` or
+  ``/proc/PID/task/TID/stat`` file; raises ``OSError`` if it cannot be read.
 """
 
 from __future__ import annotations
@@ -148,6 +150,13 @@ def drop_caches() -> bool:
     except OSError:
         return False
     return True
+
+
+def proc_cpu(stat_path: str) -> float:
+    """User + system CPU seconds of the process or thread whose ``stat`` file is given."""
+    with open(stat_path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # the command name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def fmt(value: float, digits: int = 0) -> str:

@@ -50,6 +50,7 @@ from _common import (
     median,
     mixed_data,
     parse_size,
+    proc_cpu,
     stop_pid,
     stop_process,
     table,
@@ -372,11 +373,9 @@ class Cairn(System):
         if self.mount_pid is None:
             return float("nan")
         try:
-            with open(f"/proc/{self.mount_pid}/task/{self.mount_pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            return proc_cpu(f"/proc/{self.mount_pid}/task/{self.mount_pid}/stat")
         except OSError:
             return float("nan")
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         try:

@@ -9,7 +9,7 @@ more than the request itself: with a do-nothing ``getattr`` handler a pyfuse3 mo
 this machine (a VM; `perf` puts half of the time in the scheduler's switch and wake-up
 paths) spends ~40-50 µs of CPU per round trip and manages ~15-20k round trips/s; polling
 the device for up to ``SPIN_S`` first halves the CPU per request and more than doubles
-the rate (``bench/fs.py``: creates and stat).
+the rate (``bench/fuse_loop.py``; on the drive, ``bench/fs.py``: creates and stat).
 
 The rules, so the poll can neither starve the drive's other work nor burn an idle CPU:
 
@@ -104,11 +104,11 @@ def _work_waiting() -> bool:
     return bool(stats.tasks_runnable or stats.run_sync_soon_queue_size)
 
 
-def namespace(wait: BurstWait | None = None) -> types.SimpleNamespace:
+def namespace(wait: BurstWait) -> types.SimpleNamespace:
     """A stand-in for the ``trio`` module as pyfuse3 uses it."""
     low = types.SimpleNamespace(**{k: getattr(trio.lowlevel, k) for k in dir(trio.lowlevel)
                                    if not k.startswith("__")})  # fmt: skip
-    low.wait_readable = wait or BurstWait()
+    low.wait_readable = wait
     ns = types.SimpleNamespace(**{k: getattr(trio, k) for k in dir(trio) if not k.startswith("__")})
     ns.lowlevel = low
     ns.Lock = QuickLock
