@@ -16,7 +16,6 @@ import trio.testing
 
 from cairn.core.errors import ConfigError
 from cairn.fs import fuse_wait
-from cairn.fs.quicklock import QuickLock
 
 
 @pytest.fixture
@@ -145,11 +144,12 @@ def test_namespace_forwards_everything_but_the_lock_and_the_wait() -> None:
     assert ns.lowlevel.current_task is trio.lowlevel.current_task
     assert ns.lowlevel.notify_closing is trio.lowlevel.notify_closing
     assert ns.lowlevel.wait_readable is wait
-    assert ns.Lock is QuickLock
+    lock = ns.Lock()  # pyfuse3 makes one per mount
+    assert isinstance(lock, fuse_wait.DeviceLock) and wait.lock is lock
 
 
 def test_device_lock_excludes_and_only_yields_when_held() -> None:
-    lock = QuickLock()
+    lock = fuse_wait.DeviceLock()
     inside = 0
     most = 0
 
@@ -198,3 +198,132 @@ def test_spin_from_env_refuses_nonsense(monkeypatch, value: str) -> None:
     monkeypatch.setenv("CAIRN_FUSE_SPIN_US", value)
     with pytest.raises(ConfigError, match="CAIRN_FUSE_SPIN_US"):
         fuse_wait.spin_from_env()
+
+
+def test_device_lock_is_taken_back_by_the_running_task() -> None:
+    """Two pyfuse3 workers: the one that just answered takes the free lock straight back
+    (no checkpoint), and the idle one is woken once, not once per release."""
+    lock = fuse_wait.DeviceLock()
+    got = []
+
+    async def idle_worker() -> None:
+        async with lock:
+            got.append("idle")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            async with lock:
+                nursery.start_soon(idle_worker)
+                await trio.testing.wait_all_tasks_blocked()  # parked on the lock
+            assert lock.woken == 1
+            with trio.testing.assert_no_checkpoints():
+                for _ in range(100):
+                    async with lock:
+                        pass
+            assert lock.woken == 1  # still the one wake-up
+            async with lock:
+                await trio.sleep(0.01)  # the idle worker runs, finds it held, parks again
+                assert lock.woken == 0 and got == []
+            # released while nobody holds it: the idle worker gets it at the next turn
+        assert got == ["idle"] and lock.woken == 0 and not lock.locked()
+
+    trio.run(main)
+
+
+def test_device_lock_passes_to_a_waiter_when_the_holder_blocks() -> None:
+    """While the worker that last waited for the device is busy in a handler (awaiting a
+    thread, the network), another worker must get the lock and serve the device."""
+    lock = fuse_wait.DeviceLock()
+    order = []
+
+    async def worker(name: str, handler_s: float) -> None:
+        async with lock:
+            order.append(f"{name} waits")
+        await trio.sleep(handler_s)  # the request it read takes a while
+        order.append(f"{name} done")
+
+    async def main() -> None:
+        with trio.fail_after(10):  # a lost wake-up would leave b parked for good
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(worker, "a", 0.05)
+                nursery.start_soon(worker, "b", 0.0)
+
+    trio.run(main)
+    assert order.index("b waits") < order.index("a done")
+
+
+def test_device_lock_waiter_cancelled_while_parked() -> None:
+    lock = fuse_wait.DeviceLock()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            async with lock:
+                cancel_scope = trio.CancelScope()
+
+                async def waiter() -> None:
+                    with cancel_scope:
+                        async with lock:
+                            raise AssertionError("got a held lock")
+
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                cancel_scope.cancel()
+                await trio.testing.wait_all_tasks_blocked()
+        assert lock.woken == 0 and not lock.locked()
+        with trio.testing.assert_no_checkpoints():
+            async with lock:
+                pass
+
+    trio.run(main)
+
+
+def test_a_woken_idle_worker_does_not_stop_the_poll(pipe) -> None:
+    """The idle pyfuse3 worker woken by a release is runnable, but it is not work: the
+    wait still polls instead of going through trio."""
+    r, w = pipe
+    os.write(w, b"x")
+    wait = fuse_wait.BurstWait(yield_s=60.0)
+    lock = wait.new_lock()
+
+    async def idle_worker() -> None:
+        async with lock:
+            pass
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            async with lock:
+                await wait(r)  # starts the burst
+                nursery.start_soon(idle_worker)
+                await trio.testing.wait_all_tasks_blocked()
+            assert lock.woken == 1
+            with trio.testing.assert_no_checkpoints():
+                async with lock:
+                    await wait(r)
+            assert wait.polled == 1
+
+    trio.run(main)
+
+
+def test_work_waiting_reads_trios_queues_directly() -> None:
+    """The quick read of trio's run queues agrees with ``current_statistics()``; if a trio
+    release moves those internals this fails (the code falls back to the slow call)."""
+    wait = fuse_wait.BurstWait()
+
+    async def main() -> None:
+        assert not wait._work_waiting()
+        assert wait._queues is not None, "trio's internals moved: the fast path is off"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep, 0)
+            assert trio.lowlevel.current_statistics().tasks_runnable == 1
+            assert wait._work_waiting()
+        ran = []
+        trio.lowlevel.current_trio_token().run_sync_soon(ran.append, 1)
+        assert trio.lowlevel.current_statistics().run_sync_soon_queue_size == 1
+        assert wait._work_waiting()
+        for _ in range(100):  # bounded: trio runs the callback within a few passes
+            if ran:
+                break
+            await trio.lowlevel.checkpoint()
+        assert ran and not wait._work_waiting()
+
+    trio.run(main)
