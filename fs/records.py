@@ -117,6 +117,13 @@ class Node:
     def nlink(self) -> int:
         return 2 if self.type == "dir" else len(self.names)
 
+    def copy(self) -> Node:
+        """An independent copy (the containers are copied; their items are immutable).
+        About a seventh of what ``decode`` costs."""
+        return Node(self.ino, self.id, self.type, self.mode, self.uid, self.gid, self.mtime_ns,
+                    self.ctime_ns, self.size, self.target, dict(self.xattrs), self.base_rev,
+                    list(self.names), self.alloc)  # fmt: skip
+
     def encode(self) -> bytes:
         size = len(self.target.encode()) if self.type == "symlink" and self.target else self.size
         head = _NODE_HDR.pack(_NODE_V1, _TYPE_CODE[self.type], bytes.fromhex(self.id), self.mode,

@@ -77,6 +77,7 @@ _U64 = struct.Struct(">Q")
 _N, _B, _I, _D, _O, _M, _Z = b"n", b"b", b"i", b"d", b"o", b"m", b"z"
 _NEXT_INO = _M + b"next_ino"
 RECORDS_MAX = 100_000  # node records kept in memory (~250 bytes each with the dict)
+NODES_MAX = 10_000  # decoded node records kept (~1 KB each): the ones just written or read
 # Queued ops kept decoded in memory (see Store._ops): a burst of new files is peeked and
 # settled without decoding each op again. Only small ops (a small file's create is ~350
 # bytes of JSON; an update of a big file carries its whole blocklist) and at most this many,
@@ -142,11 +143,13 @@ class Txn:
     # typed helpers
     def node(self, ino: int) -> Node | None:
         raw = self.get(_k(_N, ino))
-        return None if raw is None else Node.decode(ino, raw)
+        return None if raw is None else self._s._decode_node(ino, raw)
 
     def put_node(self, node: Node) -> None:
         self._dirs.update(parent for parent, _ in node.names)
-        self.put(_k(_N, node.ino), node.encode())
+        raw = node.encode()
+        self.put(_k(_N, node.ino), raw)
+        self._s._keep_node(raw, node)
         self.put(_I + bytes.fromhex(node.id), _U64.pack(node.ino))
         if not node.names and node.ino != ROOT_INO:
             self.put(_k(_Z, node.ino), b"")
@@ -323,6 +326,8 @@ class Store:
         # deleted them): a RocksDB point read costs ~1 us of CPU, 60 % of listing a
         # directory.
         self._records: dict[bytes, bytes] = {}
+        # ino -> (record, decoded): see _decode_node
+        self._nodes: dict[int, tuple[bytes, Node]] = {}
         # listing_stamp(): directory ino -> number of the last commit that changed its
         # entries or a child's record
         self._stamp = 0
@@ -450,7 +455,25 @@ class Store:
 
     def node(self, ino: int) -> Node | None:
         raw = self._get(_k(_N, ino))
-        return None if raw is None else Node.decode(ino, raw)
+        return None if raw is None else self._decode_node(ino, raw)
+
+    def _decode_node(self, ino: int, raw: bytes) -> Node:
+        """``Node.decode(ino, raw)``, from a copy of the decoded record when ``raw`` is the
+        very object decoded (or encoded) last for ``ino``: a file's seal reads back the
+        record its create wrote, a create the parent directory the previous one wrote. The
+        identity test cannot be fooled: the kept tuple holds ``raw`` alive."""
+        kept = self._nodes.get(ino)
+        if kept is not None and kept[0] is raw:
+            return kept[1].copy()
+        node = Node.decode(ino, raw)
+        self._keep_node(raw, node)
+        return node
+
+    def _keep_node(self, raw: bytes, node: Node) -> None:
+        """Remember ``node`` decoded as ``raw`` (a copy: the caller may change its own)."""
+        if len(self._nodes) >= NODES_MAX:
+            self._nodes.clear()  # crude but bounded; refills on demand
+        self._nodes[node.ino] = (raw, node.copy())
 
     def attrs(self, ino: int) -> NodeAttrs | None:
         """The stat fields of a node (cheap: fixed header only)."""

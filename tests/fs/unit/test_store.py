@@ -285,3 +285,38 @@ def test_big_ops_are_not_kept_decoded_and_peek_the_same(tmp_path: Path) -> None:
         wire.Update("u-small", a.id, 3, wire.Blocklist(((b"\3" * 32, 5),)), 10),
     ]
     store.close()
+
+
+def test_kept_decoded_nodes_are_copies_and_never_stale(tmp_path: Path) -> None:
+    """``node()`` serves a copy of the record decoded or written last: changing what it
+    returns changes nothing stored, and any newer record (a put, a base_rev patch, a
+    reopen) is what the next read sees."""
+    store = Store.open(tmp_path / "db", ROOT_ID)
+    a = add_file(store, ROOT_INO, "a", queue=False)
+    a.xattrs["user.later"] = b"x"  # the caller's object after the put: not what was kept
+    got = store.node(a.ino)
+    assert got is not None and got.xattrs == {} and got.names == [(ROOT_INO, "a")]
+    got.names.append((ROOT_INO, "b"))
+    got.size = 99
+    again = store.node(a.ino)
+    assert again is not None and again.names == [(ROOT_INO, "a")] and again.size == 0
+    assert again is not got
+
+    txn = store.txn()
+    txn.set_base_rev(a.ino, 41)
+    txn.commit()
+    assert store.node(a.ino).base_rev == 41  # type: ignore[union-attr]
+
+    txn = store.txn()
+    b = txn.node(a.ino)
+    assert b is not None
+    b.size, b.xattrs = 7, {"user.k": b"v"}
+    txn.put_node(b)
+    assert txn.node(a.ino).size == 7  # type: ignore[union-attr]  # the txn's own write
+    assert store.node(a.ino).size == 0  # type: ignore[union-attr]  # not committed yet
+    txn.commit()
+    assert store.node(a.ino).xattrs == {"user.k": b"v"}  # type: ignore[union-attr]
+    store.close()
+    reopened = Store.open(tmp_path / "db", ROOT_ID)
+    assert reopened.node(a.ino) == dataclasses.replace(b, base_rev=41)
+    reopened.close()
