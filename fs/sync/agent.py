@@ -161,7 +161,7 @@ class SyncAgent:
     async def _pull(self) -> None:
         if self.pusher.unpulled >= ECHO_LULL_MIN and self.pusher.own_seq and self._echo_only():
             # The echo of a big push (1,000 nodes: tens of ms on the trio thread) waits for
-            # a pause in file system requests, at most a second; other devices' changes
+            # a pause in file system requests, at most GATHER_MAX; other devices' changes
             # (a newer hint) are pulled at once. A small echo is pulled at once too: the
             # push loop waits for it, so a lull there would delay the next edit's push.
             await self.pusher.lull()

@@ -65,7 +65,13 @@ MISSING_BATCH = 1000  # ids per chunks/missing (the server's bound)
 MISSING_RETRIES = 3  # an op still missing chunks after this many uploads is parked
 MAX_ROUNDS = 1_000_000  # a bound on one drain; each round commits at least one op
 GATHER_STEP = 0.05  # see Pusher._gather
-GATHER_MAX = 1.0
+GATHER_MAX = 3.0
+"""Longest wait for a lull (``Pusher._gather``, ``Pusher.lull``): under continuous file
+system activity a change waits at most this long for its round. 1 s put a round (its
+upload, commit and echo pull, ~100 µs of the trio thread per file) in the middle of a
+2,000-file burst or of the stat pass after it; 3 s lets a burst of that size and what
+follows it finish first (``docs/benchmarks.md``, session 5). Syncthing's watcher waits 10 s
+by default; a lone edit on a quiet drive still goes after one ``GATHER_STEP``."""
 
 
 # Ops whose answer's revision follows from what this device sent: a create makes rev 1 and
