@@ -484,6 +484,8 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
 
     def _has_unsealed_writes(self, node_id: str) -> bool:
         """True while ``node_id`` is open with written data not sealed yet (``Store.pending``)."""
+        if not self._files:  # the usual case when a pull applies an echo: skip the lookup
+            return False
         ino = self.store.ino_of(node_id)
         content = None if ino is None else self._files.get(ino)
         return content is not None and content.dirty
