@@ -46,7 +46,10 @@ from .store import Node, new_op_id
 
 log = logging.getLogger("cairn.fs.ops")
 MAX_BATCHES = 2
-MAX_READAHEAD = 4
+# Chunks prefetched ahead of a sequential reader (decoded into ``PlainLRU``, 32 MiB, through
+# the read limiter's 4 threads). 8 rather than 4: cold reads 0.92x -> 1.08x and 0.71x ->
+# 0.98x of gocryptfs in two A/B pairs (docs/benchmarks.md, session 5).
+MAX_READAHEAD = 8
 # Up to this many bytes, the final cut and framing of a streamed file run on the trio thread
 # (~0.1 ms of CPU) instead of costing two worker-thread round trips: small files are common.
 INLINE_BYTES = 64 * 1024
