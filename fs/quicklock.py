@@ -9,9 +9,9 @@ class QuickLock:
     """A trio lock for ``async with`` that takes a free lock at once. ``trio.Lock.acquire``
     passes through the scheduler twice even when the lock is free (cancellation
     checkpoints). Used where a free lock is the common case and nothing relies on those
-    checkpoints: a small file's write and seal (``FileContent.lock``) and pyfuse3's lock
-    around waiting for the device (``fuse_wait``). Waiting (FIFO) and release are
-    ``trio.Lock``'s."""
+    checkpoints: a small file's write and seal (``FileContent.lock``). Waiting (FIFO) and
+    release are ``trio.Lock``'s. (pyfuse3's lock around waiting for the device is
+    ``fuse_wait.DeviceLock``, which also lets the releasing task take it back.)"""
 
     __slots__ = ("_lock",)
 
