@@ -58,6 +58,8 @@ Concurrency (trio, one thread; CPU and disk work on worker threads)
   await worker threads). Reads take no lock (see ``fs/staging.py``).
 - A seal writes its batch after awaits (chunk fsync); it re-reads the node record just
   before writing, so metadata changed meanwhile (chmod, rename) is not overwritten.
+- The store's commits reach RocksDB in groups (``fs/store.py``); ``run`` writes each group
+  ``FLUSH_DELAY_S`` after its first commit.
 - ``GroupSync`` instances serialise durable syncs; ``PlainLRU`` and ``ChunkCache`` are
   thread-safe. ``_unsynced`` (chunk ids awaiting fsync) is guarded by ``_unsynced_lock``
   (sync groups read it on worker threads). Every WAL sync fsyncs those chunks first, so a
@@ -92,7 +94,7 @@ from .errmap import NoAttribute, NotSupported, translate
 from .files import FileOps
 from .records import NODE_HEADER, TYPE_NAMES
 from .staging import FileContent
-from .store import ROOT_INO, Changes, Node, NodeAttrs, Store, new_op_id
+from .store import FLUSH_DELAY_S, ROOT_INO, Changes, Node, NodeAttrs, Store, new_op_id
 from .tree import TreeOps, check_child_name
 
 log = logging.getLogger("cairn.fs.ops")
@@ -170,6 +172,7 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
         self._listed = 0  # entries held in _listings
         self._readahead: set[bytes] = set()
         self._nursery: trio.Nursery | None = None
+        self._group_wanted = trio.Event()  # set when the store starts a pending group
         self.mounted = False
         self.quota_total: int | None = None
         self.quota_used = 0
@@ -183,11 +186,32 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
         ``seal_all`` before cancelling it, or in-flight batches fail their files."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self.store.on_pending = self._want_group_flush
             task_status.started()
             try:
-                await trio.sleep_forever()
+                await self._flush_groups()
             finally:
+                self.store.on_pending = None
                 self._nursery = None
+
+    def _want_group_flush(self) -> None:
+        self._group_wanted.set()
+
+    async def _flush_groups(self) -> None:
+        """Write each group of the store's commits ``FLUSH_DELAY_S`` after it started (see
+        ``fs/store.py``); runs until cancelled."""
+        while True:
+            await self._group_wanted.wait()
+            await trio.sleep(FLUSH_DELAY_S)
+            # a new event before the flush: the next commit after it starts a new group
+            self._group_wanted = trio.Event()
+            try:
+                self.store.flush()
+            except Exception as e:  # the group stays pending; retry, and say so
+                log.error("could not write %d changes to the local state (retrying): %s",
+                          self.store.pending_keys(), e)  # fmt: skip
+                self._group_wanted.set()
+                await trio.sleep(1.0)
 
     def set_quota(self, total: int | None, used: int) -> None:
         self.quota_total, self.quota_used = total, used

@@ -1,6 +1,7 @@
-"""After fsync returns, the data survives kill -9 of the process: the store reopens with the
-file's blocklist and outbox entries, every chunk it names is in the cache (dirty, so it will
-be uploaded) and decodes, and no half-written cache or staging files are left behind."""
+"""After fsync returns (and for a closed file, once its commit group is written), the data
+survives kill -9 of the process: the store reopens with the file's blocklist and outbox
+entries, every chunk it names is in the cache (dirty, so it will be uploaded) and decodes,
+and no half-written cache or staging files are left behind."""
 
 from __future__ import annotations
 
@@ -65,6 +66,8 @@ async def test_fsynced_data_survives_kill_9(tmp_path: Path) -> None:
         assert content[-1].blocklist.size == len(data)
         for cid in content[-1].blocklist.chunk_ids():
             assert drive.cache.is_dirty(cid) and drive.cache.get(cid) is not None
+        closed = (await ops.lookup(ROOT_INO, b"closed", CTX)).st_ino
+        assert await read_all(ops, closed) == b"closed, then its group was written"
         assert list((tmp_path / "cache" / "tmp").iterdir()) == []
         assert list(ops.staging_dir.iterdir()) == []
     finally:

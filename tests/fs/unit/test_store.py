@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from cairn.core import wire
-from cairn.fs.store import ROOT_INO, Node, Store, name_cookie, new_node_id
+from cairn.fs.store import FLUSH_KEYS, ROOT_INO, Node, Store, name_cookie, new_node_id
 from tests.fs.unit.helpers import ROOT_ID
 
 
@@ -319,4 +321,80 @@ def test_kept_decoded_nodes_are_copies_and_never_stale(tmp_path: Path) -> None:
     store.close()
     reopened = Store.open(tmp_path / "db", ROOT_ID)
     assert reopened.node(a.ino) == dataclasses.replace(b, base_rev=41)
+    reopened.close()
+
+
+def test_group_commit_reads_through_and_lands_whole(tmp_path: Path) -> None:
+    """Commits wait in the pending group, visible to every read at once; iterations write
+    the group first; a large group is written at once; close writes what is left."""
+    store = Store.open(tmp_path / "db", ROOT_ID)
+    assert store.pending_keys() == 0
+    a = add_file(store, ROOT_INO, "a")
+    assert store.pending_keys() > 0  # not in RocksDB yet ...
+    assert store.lookup(ROOT_INO, "a") == a.ino  # ... but every read sees it
+    assert store.node(a.ino) == a and store.attrs(a.ino) is not None
+    assert store.outbox_len() == 2
+
+    # an iteration (here: readdir) sees RocksDB only, so it writes the group first
+    assert [name for _, name, _ in store.readdir(ROOT_INO)] == ["a"]
+    assert store.pending_keys() == 0
+
+    b = add_file(store, ROOT_INO, "b", queue=False)
+    txn = store.txn()
+    txn.drop_node(a)
+    txn.remove_name(a, ROOT_INO, "a")
+    txn.commit()
+    assert store.lookup(ROOT_INO, "a") is None and store.node(a.ino) is None  # deletes too
+    assert [e.op.node for e in store.outbox_peek(None)] == [a.id, a.id]  # peek writes first
+    assert store.pending_keys() == 0
+
+    txn = store.txn()
+    for i in range(FLUSH_KEYS):
+        txn.put(b"m" + i.to_bytes(4, "big"), b"x")
+    txn.commit()
+    assert store.pending_keys() == 0  # large: written with its commit
+
+    c = add_file(store, ROOT_INO, "c", queue=False)
+    assert store.pending_keys() > 0
+    store.close()  # writes the group
+    reopened = Store.open(tmp_path / "db", ROOT_ID)
+    assert sorted(name for _, name, _ in reopened.readdir(ROOT_INO)) == ["b", "c"]
+    assert reopened.node(b.ino) == b and reopened.node(c.ino) == c
+    assert reopened.node(a.ino) is None
+    assert len(reopened.outbox_peek(None)) == 2
+    reopened.close()
+
+
+class FailingWrites:
+    """RocksDB whose next ``fail`` batch writes raise (a full or failing disk)."""
+
+    def __init__(self, db: object, fail: int) -> None:
+        self._db, self.fail = db, fail
+
+    def write(self, *args: object) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise OSError(28, "No space left on device")
+        self._db.write(*args)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._db, name)
+
+
+def test_a_failed_group_write_keeps_the_group_for_the_next(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "db", ROOT_ID)
+    real = store.db
+    store.db = FailingWrites(real, fail=2)  # type: ignore[assignment]
+    a = add_file(store, ROOT_INO, "a")
+    with pytest.raises(OSError):
+        store.flush()
+    with pytest.raises(OSError):  # a synced commit reports it to its caller
+        store.txn().commit(sync=True)
+    assert store.lookup(ROOT_INO, "a") == a.ino and store.pending_keys() > 0
+    store.sync_wal()  # the disk recovered: the whole group lands
+    assert store.pending_keys() == 0
+    store.db = real
+    store.close()
+    reopened = Store.open(tmp_path / "db", ROOT_ID)
+    assert reopened.node(a.ino) == a and len(reopened.outbox_peek(None)) == 2
     reopened.close()
