@@ -16,7 +16,13 @@ returning wrong bytes. Files appear by ``rename`` only; ``put``/``put_frame`` ar
 Small frames (a 4 KiB file is one) live in the ``small`` database instead of a file each:
 one unsynced RocksDB write instead of open, write, close and rename (~1 ms on a busy ext4),
 which is most of what creating a small file cost. The same rules hold for them: LRU,
-dirty never evicted, encrypted at rest, dirty-ness in the key.
+dirty never evicted, encrypted at rest, dirty-ness in the key. Changes to the small
+database are grouped like the drive's state (``fs/store.py``): they wait in memory,
+visible to every read, until ``flush_small`` writes them as one batch. That happens when
+``SMALL_GROUP_BYTES`` are waiting, at ``fsync`` of a small entry and at ``close``, and
+whenever the store writes a group (the ops layer makes ``flush_small`` the store's
+``before_flush``), so a store batch naming a chunk never reaches RocksDB before the
+chunk's frame does.
 
 Dirty-ness is the directory (or key prefix) an entry lives in, so it survives a crash
 without an index.
@@ -59,7 +65,9 @@ log = logging.getLogger("cairn.fs.cache")
 
 _SYNC_FILE_RANGE_WRITE = 2
 SMALL_FRAME = 64 * 1024  # frames up to this size live in the small database
+SMALL_GROUP_BYTES = 1 << 20  # small-database changes waiting that make a put write them
 _DIRTY, _CLEAN = b"d", b"c"  # key prefixes in the small database
+_UNSTAGED = object()
 
 
 def _writeback_starter() -> Callable[[int], None]:
@@ -116,6 +124,9 @@ class ChunkCache:
         self._dirs: set[Path] = set()  # sub-directories known to exist
         self._small: set[bytes] = set()  # ids whose frame is in the small database
         self._small_unsynced = False  # small writes since the last WAL sync
+        # small-database changes not written yet (None: a delete); see the docstring
+        self._staged: dict[bytes, bytes | None] = {}
+        self._staged_bytes = 0
         # dirty file entries whose file and directory entry are durable (see the docstring)
         self._synced: set[bytes] = set()
         self._failed: dict[bytes, OSError] = {}  # entries whose fsync failed
@@ -132,8 +143,47 @@ class ChunkCache:
         self._scan()
 
     def close(self) -> None:
-        """Close the small database (the cache is unusable afterwards)."""
-        self._db.close()
+        """Write the staged small changes and close the small database (the cache is
+        unusable afterwards)."""
+        try:
+            self.flush_small()
+        finally:
+            self._db.close()
+
+    # --- the small database's staged changes (callers hold _lock) -------------------------
+
+    def _small_get(self, key: bytes) -> bytes | None:
+        value = self._staged.get(key, _UNSTAGED)
+        if value is not _UNSTAGED:
+            return value  # type: ignore[return-value]
+        raw = self._db.get(key)
+        return None if raw is None else bytes(raw)
+
+    def _stage(self, key: bytes, value: bytes | None) -> None:
+        self._staged[key] = value
+        self._staged_bytes += len(key) + (0 if value is None else len(value))
+        self._small_unsynced = True
+        if self._staged_bytes >= SMALL_GROUP_BYTES:
+            self._write_staged()
+
+    def _write_staged(self) -> None:
+        if not self._staged:
+            return
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        for k, v in self._staged.items():
+            if v is None:
+                wb.delete(k)
+            else:
+                wb.put(k, v)
+        self._db.write(wb)
+        self._staged = {}
+        self._staged_bytes = 0
+
+    def flush_small(self) -> None:
+        """Write the staged small-database changes as one batch (not synced). Any thread.
+        On failure they stay staged (and readable) for the next flush."""
+        with self._lock:
+            self._write_staged()
 
     def _scan(self) -> None:
         for key, value in self._db.items():  # c... before d...
@@ -246,10 +296,9 @@ class ChunkCache:
                 return  # another thread cached the same chunk meanwhile
             # under the lock: a concurrent mark_clean or eviction of this id cannot
             # interleave between the index and the key
-            self._db.put((_DIRTY if dirty else _CLEAN) + cid, data)
             self._small.add(cid)
-            self._small_unsynced = True
             self._count(cid, len(data), dirty)
+            self._stage((_DIRTY if dirty else _CLEAN) + cid, data)
         if not dirty:
             self._evict()
 
@@ -331,6 +380,7 @@ class ChunkCache:
             # cleared before the sync: a write racing with it sets it again
             self._small_unsynced = False
             try:
+                self.flush_small()
                 self._db.flush_wal(True)
             except BaseException:
                 self._small_unsynced = True
@@ -359,15 +409,15 @@ class ChunkCache:
         size = self._dirty.pop(cid, None)
         if size is None:
             return
-        value = self._db.get(_DIRTY + cid)
+        value = self._small_get(_DIRTY + cid)
         if value is None:  # cannot happen while the index says dirty; keep them equal
             self._small.discard(cid)
             self._used -= size
             return
-        wb = rocksdict.WriteBatch(raw_mode=True)
-        wb.delete(_DIRTY + cid)
-        wb.put(_CLEAN + cid, value)
-        self._db.write(wb)
+        # clean first: were a group written between the two, the entry would be under
+        # both prefixes for a moment (``_scan`` keeps the dirty one), never under neither
+        self._stage(_CLEAN + cid, value)
+        self._stage(_DIRTY + cid, None)
         self._clean[cid] = size
 
     def _evict(self) -> None:
@@ -379,7 +429,7 @@ class ChunkCache:
                 self._used -= size
                 if cid in self._small:
                     self._small.discard(cid)
-                    self._db.delete(_CLEAN + cid)
+                    self._stage(_CLEAN + cid, None)
                     continue
             self._path("clean", cid).unlink(missing_ok=True)
 
@@ -394,8 +444,8 @@ class ChunkCache:
                 self._used -= size
             if cid in self._small:
                 self._small.discard(cid)
-                self._db.delete(_DIRTY + cid)
-                self._db.delete(_CLEAN + cid)
+                self._stage(_DIRTY + cid, None)
+                self._stage(_CLEAN + cid, None)
                 return
         for state in ("dirty", "clean"):
             self._path(state, cid).unlink(missing_ok=True)
@@ -412,8 +462,7 @@ class ChunkCache:
             else:
                 return None
             if cid in self._small:
-                value = self._db.get((_DIRTY if state == "dirty" else _CLEAN) + cid)
-                return None if value is None else bytes(value)
+                return self._small_get((_DIRTY if state == "dirty" else _CLEAN) + cid)
         try:
             return self._path(state, cid).read_bytes()
         except FileNotFoundError:

@@ -163,6 +163,7 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
         self.mem = PlainLRU()
         self._files: dict[int, FileContent] = {}
         store.unsealed = self._has_unsealed_writes
+        store.before_flush = cache.flush_small  # frames before the batches naming them
         self._unsynced: set[bytes] = set()  # chunk ids written, not yet fsynced
         self._unsynced_lock = threading.Lock()
         self._chunk_sync = GroupSync(self._fsync_chunks)

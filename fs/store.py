@@ -353,6 +353,9 @@ class Store:
         #: Called (trio thread) when a commit starts a new pending group: whoever runs the
         #: timer should call ``flush`` ``FLUSH_DELAY_S`` later.
         self.on_pending: Callable[[], None] | None = None
+        #: Called (any thread) before every group is written: writes what the group's
+        #: commits depend on (the chunk cache's small frames, see ``fs/cache.py``).
+        self.before_flush: Callable[[], None] | None = None
         # ino -> (record, decoded): see _decode_node
         self._nodes: dict[int, tuple[bytes, Node]] = {}
         # listing_stamp(): directory ino -> number of the last commit that changed its
@@ -447,10 +450,15 @@ class Store:
                 self.on_pending()
 
     def flush(self, *, sync: bool = False) -> None:
-        """Write the pending group to RocksDB as one WriteBatch (WAL synced when ``sync``;
-        with nothing pending, ``sync`` still syncs the WAL). Any thread. On failure the
-        group stays pending, so reads still see it, and the next flush writes it again."""
+        """Write the pending group to RocksDB as one WriteBatch, then with ``sync`` sync the
+        WAL (also with nothing pending). Calls ``before_flush`` first. Any thread. On
+        failure the group stays pending, so reads still see it, and the next flush writes
+        it again."""
         with self._plock:
+            # under the lock: a commit merged after this call cannot be in this batch, so
+            # what before_flush wrote covers every commit the batch holds
+            if self.before_flush is not None:
+                self.before_flush()
             pending = self._pending
             if pending:
                 wb = rocksdict.WriteBatch(raw_mode=True)
@@ -459,15 +467,12 @@ class Store:
                         wb.delete(k)
                     else:
                         wb.put(k, v)
-                wo = rocksdict.WriteOptions()
-                wo.sync = sync
-                self.db.write(wb, wo)
+                self.db.write(wb)
                 # a new dict, not clear(): a reader on another thread holding the old one
                 # finds in it what RocksDB now has as well
                 self._pending = {}
                 self._pending_bytes = 0
-                return
-        if sync:
+        if sync:  # outside the lock: commits go on while the disk syncs
             self.db.flush_wal(True)
 
     def pending_keys(self) -> int:

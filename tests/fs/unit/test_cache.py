@@ -108,6 +108,7 @@ def test_corrupt_entry_is_dropped_not_returned(tmp_path: Path, n: int) -> None:
     cid, data = chunk(3, n)
     cache.put_frame(cid, frame.encode(cid, data))
     if n == SMALL:
+        cache.flush_small()  # on disk, to corrupt it there
         raw = bytearray(cache._db[b"c" + cid])
         raw[-1] ^= 1
         cache._db[b"c" + cid] = bytes(raw)
@@ -189,6 +190,7 @@ def test_small_entry_under_both_prefixes_stays_dirty(tmp_path: Path) -> None:
     cache = ChunkCache(tmp_path, key, 1 << 20)
     cid, data = chunk(5)
     cache.put(cid, data)
+    cache.flush_small()
     cache._db[b"c" + cid] = cache._db[b"d" + cid]
     cache.close()
     again = ChunkCache(tmp_path, key, limit=0)  # everything clean would be evicted at once
@@ -264,3 +266,35 @@ def test_a_failed_fsync_fails_every_later_fsync_of_that_entry(
         cache.fsync([b[0], a[0]])
     cache.fsync([b[0]])  # other entries are not affected
     assert cache.get(a[0]) == a[1]  # still readable; only its durability is in doubt
+
+
+def test_small_changes_are_staged_then_written_as_a_group(tmp_path: Path) -> None:
+    """Small-database changes wait in memory, readable at once, and land together: at
+    ``flush_small``, at the size threshold, and at close."""
+    key = DataKey.generate()
+    cache = ChunkCache(tmp_path, key, 1 << 30)
+    (a, da), (b, db), (c, dc) = chunk(1), chunk(2), chunk(3)
+    cache.put(a, da)
+    cache.put(b, db)
+    assert cache._db.get(b"d" + a) is None  # staged, not written ...
+    assert cache.get(a) == da and cache.is_dirty(a)  # ... but served
+    cache.mark_clean([a])  # moves a staged entry
+    assert cache.get(a) == da and not cache.is_dirty(a)
+    cache.flush_small()
+    assert cache._db.get(b"c" + a) is not None and cache._db.get(b"d" + a) is None
+    assert cache._db.get(b"d" + b) is not None
+
+    cache.put(c, dc)
+    cache.limit = 0  # a is the only clean entry: evicted, its delete staged
+    cache.mark_clean([])
+    assert not cache.has(a) and cache._db.get(b"c" + a) is not None
+    cache.close()  # writes the rest
+    again = ChunkCache(tmp_path, key, 1 << 30)
+    assert not again.has(a)
+    assert again.get(b) == db and again.get(c) == dc and again.is_dirty(c)
+
+    many = [chunk(10 + i) for i in range(cache_module.SMALL_GROUP_BYTES // (SMALL - 8) + 2)]
+    for cid, data in many:
+        again.put(cid, data)
+    assert again._db.get(b"d" + many[0][0]) is not None  # the threshold wrote a group
+    again.close()

@@ -4,6 +4,7 @@ apply_remote corner cases (names held by other nodes, local pending names)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -398,3 +399,21 @@ def test_a_failed_group_write_keeps_the_group_for_the_next(tmp_path: Path) -> No
     reopened = Store.open(tmp_path / "db", ROOT_ID)
     assert reopened.node(a.ino) == a and len(reopened.outbox_peek(None)) == 2
     reopened.close()
+
+
+def test_ids_are_distinct_also_across_a_fork() -> None:
+    ids = {new_node_id() for _ in range(3000)}  # crosses several pool refills
+    assert len(ids) == 3000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids must not repeat the parent's pool
+        os.close(r)
+        os.write(w, "".join(new_node_id() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        child = f.read()
+    os.waitpid(pid, 0)
+    parent = "".join(new_node_id() for _ in range(4))
+    assert len(child) == 128 and child != parent
+    assert not {child[i : i + 32] for i in range(0, 128, 32)} & ids
