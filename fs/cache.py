@@ -61,6 +61,8 @@ from cairn.core import frame
 from cairn.core.errors import FrameError, NotFound
 from cairn.core.keys import DataKey, keyring
 
+from .kvbatch import write_changes
+
 log = logging.getLogger("cairn.fs.cache")
 
 _SYNC_FILE_RANGE_WRITE = 2
@@ -169,13 +171,7 @@ class ChunkCache:
     def _write_staged(self) -> None:
         if not self._staged:
             return
-        wb = rocksdict.WriteBatch(raw_mode=True)
-        for k, v in self._staged.items():
-            if v is None:
-                wb.delete(k)
-            else:
-                wb.put(k, v)
-        self._db.write(wb)
+        write_changes(self._db, self._staged)
         self._staged = {}
         self._staged_bytes = 0
 

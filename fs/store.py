@@ -68,6 +68,7 @@ import rocksdict
 from cairn.core import wire
 from cairn.core.wire import Blocklist
 
+from .kvbatch import write_changes
 from .records import (
     BASE_REV_OFFSET,
     Changes,
@@ -459,15 +460,8 @@ class Store:
             # what before_flush wrote covers every commit the batch holds
             if self.before_flush is not None:
                 self.before_flush()
-            pending = self._pending
-            if pending:
-                wb = rocksdict.WriteBatch(raw_mode=True)
-                for k, v in pending.items():
-                    if v is None:
-                        wb.delete(k)
-                    else:
-                        wb.put(k, v)
-                self.db.write(wb)
+            if self._pending:
+                write_changes(self.db, self._pending)
                 # a new dict, not clear(): a reader on another thread holding the old one
                 # finds in it what RocksDB now has as well
                 self._pending = {}
