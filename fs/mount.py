@@ -30,6 +30,7 @@ from pathlib import Path
 from cairn.core.errors import CairnError, ConfigError
 
 from . import control, fuse_wait
+from .readahead import raise_read_ahead
 from .statedir import StateDir, pid_alive, register_mount, unregister_mount
 
 log = logging.getLogger("cairn.fs.mount")
@@ -236,6 +237,9 @@ def run(
         ready.fail(msg)
         print(f"cairn: {msg}", file=sys.stderr)
         return 1
+    # as mountinfo will name it; resolved now, since after the mount a path lookup
+    # through the mountpoint would wait on this very process
+    real_mountpoint = os.path.realpath(mountpoint)
     try:
         try:
             pyfuse3.init(drive.ops, str(mountpoint), opts)
@@ -248,6 +252,8 @@ def run(
         ready.fail(str(e))
         print(f"cairn: {e}", file=sys.stderr)
         return 1
+    # the kernel sets the readahead from the INIT reply: raise it once that is sent
+    drive.ops.after_init = lambda: log.info("%s", raise_read_ahead(real_mountpoint))
     state.write_mount_info(mountpoint, os.getpid())
     register_mount(mountpoint, state)
     drive.ops.mounted = True  # from now on remote changes invalidate the kernel's caches

@@ -75,7 +75,7 @@ import logging
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +174,7 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
         self._readahead: set[bytes] = set()
         self._nursery: trio.Nursery | None = None
         self._group_wanted = trio.Event()  # set when the store starts a pending group
+        self.after_init: Callable[[], None] | None = None  # see init()
         self.mounted = False
         self.quota_total: int | None = None
         self.quota_used = 0
@@ -213,6 +214,13 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
                           self.store.pending_keys(), e)  # fmt: skip
                 self._group_wanted.set()
                 await trio.sleep(1.0)
+
+    def init(self) -> None:
+        """pyfuse3: the kernel's INIT is being answered (trio thread, blocking). Settings the
+        kernel takes from the INIT reply (the readahead) can be changed only after that
+        reply: ``after_init`` runs then."""
+        if self.after_init is not None:
+            trio.lowlevel.current_trio_token().run_sync_soon(self.after_init)
 
     def set_quota(self, total: int | None, used: int) -> None:
         self.quota_total, self.quota_used = total, used

@@ -5,12 +5,15 @@ most of the burst."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from tests.support.drive import wait_until
 
 pytestmark = pytest.mark.fuse
 
@@ -85,3 +88,19 @@ def test_bad_spin_setting_is_one_line(devices, monkeypatch) -> None:
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "CAIRN_FUSE_SPIN_US" in lines[0], res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_the_mount_raises_its_readahead(devices) -> None:
+    """Sequential reads reach the drive in 1 MiB requests, not the kernel's default 128 KiB
+    (``fs/readahead.py``); the tests run as root, so the mount may set it."""
+    dev = devices("a")
+    dev.mount()
+    st_dev = os.stat(dev.mnt).st_dev
+    knob = f"/sys/class/bdi/{os.major(st_dev)}:{os.minor(st_dev)}/read_ahead_kb"
+
+    def raised() -> bool:
+        with open(knob) as f:
+            return int(f.read()) >= 1024
+
+    # set right after the kernel's INIT is answered: by the first stat, or just after it
+    wait_until(raised, 10, "the mount's readahead to be 1 MiB")
