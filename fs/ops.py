@@ -173,7 +173,7 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
         self._listed = 0  # entries held in _listings
         self._readahead: set[bytes] = set()
         self._nursery: trio.Nursery | None = None
-        self._group_wanted = trio.Event()  # set when the store starts a pending group
+        self._group_wanted = trio.Event()  # set by commits that leave a group pending
         self.after_init: Callable[[], None] | None = None  # see init()
         self.mounted = False
         self.quota_total: int | None = None

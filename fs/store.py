@@ -349,10 +349,10 @@ class Store:
         # RocksDB by _get; swapped for a new dict once written (see flush).
         self._pending: dict[bytes, bytes | None] = {}
         self._pending_bytes = 0
-        self._started = False  # a commit started a group and on_pending is not called yet
         self._plock = threading.Lock()  # merging into / writing out the pending group
-        #: Called (trio thread) when a commit starts a new pending group: whoever runs the
-        #: timer should call ``flush`` ``FLUSH_DELAY_S`` later.
+        #: Called (trio thread) after a commit that leaves a group pending, so after each
+        #: commit of a group (make it idempotent): whoever runs the timer should call
+        #: ``flush`` ``FLUSH_DELAY_S`` after the first call since the last flush.
         self.on_pending: Callable[[], None] | None = None
         #: Called (any thread) before every group is written: writes what the group's
         #: commits depend on (the chunk cache's small frames, see ``fs/cache.py``).
@@ -434,8 +434,6 @@ class Store:
                 elif kind == _O and ops:
                     ops.pop(_U64.unpack_from(k, 1)[0], None)
             with self._plock:
-                if not self._pending:
-                    self._started = True
                 self._pending.update(writes)
                 self._pending_bytes += size
 
@@ -443,12 +441,9 @@ class Store:
         """After a commit: write the group now when ``sync`` or when it is large, else make
         sure a new group's timer runs. Raises what ``flush`` raises."""
         if sync or len(self._pending) >= FLUSH_KEYS or self._pending_bytes >= FLUSH_BYTES:
-            self._started = False
             self.flush(sync=sync)
-        elif self._started and self._pending:
-            self._started = False
-            if self.on_pending is not None:
-                self.on_pending()
+        elif self._pending and self.on_pending is not None:
+            self.on_pending()
 
     def flush(self, *, sync: bool = False) -> None:
         """Write the pending group to RocksDB as one WriteBatch, then with ``sync`` sync the
@@ -474,17 +469,15 @@ class Store:
         return len(self._pending)
 
     def _get(self, key: bytes) -> bytes | None:
-        """``db.get`` with node records served from (and kept in) memory."""
+        """``db.get`` through the pending group, with node records served from (and kept in)
+        memory."""
+        value = self._pending.get(key, _MISSING)
+        if value is not _MISSING:  # committed, not written yet (None: deleted)
+            return value  # type: ignore[return-value]
         if key[:1] != _N:
-            value = self._pending.get(key, _MISSING)
-            if value is not _MISSING:
-                return value  # type: ignore[return-value]
             return self.db.get(key)  # type: ignore[no-any-return]
         raw = self._records.get(key)
         if raw is None:
-            value = self._pending.get(key, _MISSING)
-            if value is not _MISSING:
-                return value  # type: ignore[return-value]
             raw = self.db.get(key)
             if raw is not None:
                 if len(self._records) >= RECORDS_MAX:
