@@ -105,7 +105,10 @@ class StreamChunker:
     """
 
     def __init__(self, params: Params = DEFAULT) -> None:
-        self._cutter = params.cutter()
+        self._params = params
+        # made at the first scan: most streams are small files that never need one
+        self._cutter: FastCDC | None = None
+        self._min = params.min_size
         self._max = params.max_size
         self._pending = bytearray()
         self._start = 0  # offset of _pending[0] in the stream
@@ -142,8 +145,20 @@ class StreamChunker:
         if not final and len(self._pending) < self._max:
             return []
         self._finished = final
-        out: list[tuple[int, int, bytes]] = []
+        held = len(self._pending)
+        if 0 < held <= self._min:
+            # final here (held < max): one chunk of all of it, as a scan would find (see the
+            # module docstring), without making a cutter or scanning
+            out: list[tuple[int, int, bytes]] = [
+                (self._start, held, bytes(self._pending) if with_data else b"")
+            ]
+            self._pending.clear()
+            self._start += held
+            return out
+        out = []
         used = 0
+        if self._cutter is None:
+            self._cutter = self._params.cutter()
         # pyfastcdc's iterator and chunks hold exports of the buffer; gather plain values and
         # drop them before the bytearray is resized.
         spans = [(c.offset, c.length) for c in self._cutter.cut_buf(self._pending)]

@@ -70,6 +70,9 @@ _TABLE: list[tuple[type[BaseException], int]] = [
 ]
 
 
+_QUICK = {cls: num for cls, num in _TABLE}
+
+
 def to_errno(exc: BaseException) -> int:
     """The errno for ``exc``: OSError keeps its own, Cairn errors go through the table."""
     if isinstance(exc, pyfuse3.FUSEError):
@@ -80,6 +83,14 @@ def to_errno(exc: BaseException) -> int:
         if isinstance(exc, cls):
             return num
     return errno.EIO
+
+
+def quick_error(cls: type[E.CairnError]) -> pyfuse3.FUSEError:
+    """The ``FUSEError`` that :func:`translate` would make of a ``cls`` error, made
+    directly: for the misses the kernel asks about all the time (the lookup before every
+    create, ``security.capability`` before every write), where building, raising and
+    mapping the Cairn error costs more than the rest of the request."""
+    return pyfuse3.FUSEError(_QUICK[cls])
 
 
 P = ParamSpec("P")

@@ -289,8 +289,7 @@ class FileOps:
                 chunks = await trio.to_thread.run_sync(content.cut, piece)
             finally:
                 content.cut_turn += 1
-                content.cut_done.set()
-                content.cut_done = trio.Event()
+                content.cut_finished()
             batch.entries = await trio.to_thread.run_sync(
                 frame_chunks, chunks, self.dedupe_key, self.cache, level,
                 limiter=self.cpu_limiter,
@@ -310,8 +309,7 @@ class FileOps:
                     content.error = content.error or b.error
                 else:
                     content.install_fed(b.entries)
-            content.batch_done.set()
-            content.batch_done = trio.Event()
+            content.batch_finished()
         if batch.entries and batch.error is None:
             await self._sync_early(content, [cid for cid, _ in batch.entries])
 

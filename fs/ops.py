@@ -90,7 +90,7 @@ from cairn.core.names import MAX_NAME_BYTES
 from .blocks import PlainLRU
 from .cache import ChunkCache, ChunkSource
 from .durable import GroupSync
-from .errmap import NoAttribute, NotSupported, translate
+from .errmap import NoAttribute, NotSupported, quick_error, translate
 from .files import FileOps
 from .records import NODE_HEADER, TYPE_NAMES
 from .staging import FileContent
@@ -300,7 +300,7 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
         if ino is None:
             if self._stat(parent_inode).type != "dir":  # ENOENT for a missing parent
                 raise E.NotADirectory(f"inode {parent_inode} is not a directory")
-            raise E.NotFound(f"{text!r} not found")
+            raise quick_error(E.NotFound)
         return self._attr(self._stat(ino))
 
     @translate
@@ -475,7 +475,7 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
         text = _xname(name)  # first: the kernel asks for security.capability on every write
         value = self._node(inode).xattrs.get(text)
         if value is None:
-            raise NoAttribute("no such attribute")
+            raise quick_error(NoAttribute)
         return value
 
     @translate

@@ -6,23 +6,35 @@ import trio
 
 
 class QuickLock:
-    """A trio lock for ``async with`` that takes a free lock at once. ``trio.Lock.acquire``
+    """A FIFO trio lock for ``async with`` that takes a free lock at once. ``trio.Lock``
     passes through the scheduler twice even when the lock is free (cancellation
-    checkpoints). Used where a free lock is the common case and nothing relies on those
-    checkpoints: a small file's write and seal (``FileContent.lock``). Waiting (FIFO) and
-    release are ``trio.Lock``'s. (pyfuse3's lock around waiting for the device is
-    ``fuse_wait.DeviceLock``, which also lets the releasing task take it back.)"""
+    checkpoints), and making one costs more than the rest of a small file's staging state
+    (``FileContent``). Used where a free lock is the common case and nothing relies on
+    those checkpoints: a file's writes and seals. Waiters park in FIFO order (made on the
+    first wait); a release hands the lock straight to the first of them, so it stays held
+    and nobody can take it in between. (pyfuse3's lock around waiting for the device is
+    ``fuse_wait.DeviceLock``, which lets the releasing task take it back instead.)"""
 
-    __slots__ = ("_lock",)
+    __slots__ = ("_held", "_lot")
 
     def __init__(self) -> None:
-        self._lock = trio.Lock()
+        self._held = False
+        self._lot: trio.lowlevel.ParkingLot | None = None
+
+    def locked(self) -> bool:
+        return self._held
 
     async def __aenter__(self) -> None:
-        try:
-            self._lock.acquire_nowait()
-        except trio.WouldBlock:
-            await self._lock.acquire()
+        if not self._held:
+            self._held = True
+            return
+        if self._lot is None:
+            self._lot = trio.lowlevel.ParkingLot()
+        # cancellable while parked; once unparked this task owns the lock (still held)
+        await self._lot.park()
 
     async def __aexit__(self, *exc: object) -> None:
-        self._lock.release()
+        if self._lot:  # a waiter: hand the lock over
+            self._lot.unpark()
+        else:
+            self._held = False

@@ -79,7 +79,7 @@ class TreeOps:
     def _touch(self, txn: Any, now: int, *dirs: Node) -> None:
         """A directory's entries changed: its mtime and ctime move (local only; the server
         keeps its own directory times)."""
-        for d in {d.ino: d for d in dirs}.values():
+        for d in {d.ino: d for d in dirs}.values() if len(dirs) > 1 else dirs:
             d.mtime_ns = d.ctime_ns = now
             txn.put_node(d)
 
@@ -157,7 +157,7 @@ class TreeOps:
         node = self._new_node(txn, "file", mode, ctx, now)
         txn.add_name(node, parent_inode, text)
         txn.put_node(node)
-        txn.put_blocklist(node.ino, Blocklist())
+        # no blocklist record: a missing one reads as empty (Store.blocklist)
         txn.outbox_append(
             wire.Create(new_op_id(), node.id, parent.id, text, node.mode, now, Blocklist())
         )

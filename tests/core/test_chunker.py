@@ -88,6 +88,18 @@ def test_stream_with_data_returns_the_chunk_bytes(data: bytes, step: int) -> Non
     assert all(data[o : o + len(b)] == b for o, b in got)
 
 
+@pytest.mark.parametrize("n", [1, TINY.min_size - 1, TINY.min_size, TINY.min_size + 1,
+                               2 * TINY.min_size + 1])  # fmt: skip
+def test_short_streams_cut_as_a_buffer_does(n: int) -> None:
+    """A stream of at most min_size bytes is one chunk (a shortcut without a scan); one
+    byte more goes through the scan: both agree with chunk_buffer."""
+    data = _rand(n, n)
+    sc = StreamChunker(TINY)
+    got = sc.feed_data(data) + sc.finish_data()
+    assert [(o, len(b)) for o, b in got] == _spans(data)
+    assert b"".join(b for _, b in got) == data
+
+
 def test_stream_refuses_use_after_finish() -> None:
     sc = StreamChunker(TINY)
     sc.feed(b"abc")

@@ -101,6 +101,35 @@ def test_apply_remote_moves_names_and_respects_local_pending(tmp_path: Path) -> 
     store.close()
 
 
+def test_a_remembered_miss_ends_with_any_commit_naming_it(tmp_path: Path) -> None:
+    """Store.lookup remembers its last miss (the kernel's lookup before a create, then the
+    create's own check); a name added afterwards — locally, by a pull, or in another
+    directory's commit that also moves it here — is found at once."""
+    store = Store.open(tmp_path / "db", ROOT_ID)
+    assert store.lookup(ROOT_INO, "a") is None
+    assert store.lookup(ROOT_INO, "a") is None  # the remembered miss
+    a = add_file(store, ROOT_INO, "a", queue=False)
+    assert store.lookup(ROOT_INO, "a") == a.ino
+    assert store.lookup(ROOT_INO, "b") is None
+    store.apply_remote([remote("4" * 32, [(ROOT_ID, "b")])])
+    assert store.lookup(ROOT_INO, "b") == store.ino_of("4" * 32)
+    d = store.txn()
+    sub = Node(d.alloc_ino(), new_node_id(), "dir", 0o755, 1, 1, 5, 5)
+    d.add_name(sub, ROOT_INO, "sub")
+    d.put_node(sub)
+    d.commit()
+    assert store.lookup(sub.ino, "moved") is None
+    mv = store.txn()
+    node = mv.node(a.ino)
+    mv.remove_name(node, ROOT_INO, "a")
+    mv.add_name(node, sub.ino, "moved")
+    mv.put_node(node)
+    mv.commit()
+    assert store.lookup(sub.ino, "moved") == a.ino
+    assert store.lookup(ROOT_INO, "a") is None
+    store.close()
+
+
 def test_nameless_open_node_is_dropped_at_next_open(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "db", ROOT_ID)
     node = add_file(store, ROOT_INO, "gone", queue=False)
