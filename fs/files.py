@@ -289,7 +289,7 @@ class FileOps:
                 chunks = await trio.to_thread.run_sync(content.cut, piece)
             finally:
                 content.cut_turn += 1
-                content.cut_finished()
+                content.cut_done.fire()
             batch.entries = await trio.to_thread.run_sync(
                 frame_chunks, chunks, self.dedupe_key, self.cache, level,
                 limiter=self.cpu_limiter,
@@ -309,7 +309,7 @@ class FileOps:
                     content.error = content.error or b.error
                 else:
                     content.install_fed(b.entries)
-            content.batch_finished()
+            content.batch_done.fire()
         if batch.entries and batch.error is None:
             await self._sync_early(content, [cid for cid, _ in batch.entries])
 
@@ -417,7 +417,7 @@ class FileOps:
         bl = Blocklist(tuple(content.base.entries))
         txn = self.store.txn()
         txn.put_blocklist(node.ino, bl)
-        txn.put_node(node)
+        txn.put_node(node, indexed=True)
         if not txn.fold_into_create(node.id, bl, node.mtime_ns):
             txn.outbox_append(wire.Update(new_op_id(), node.id, node.base_rev, bl, node.mtime_ns))
         txn.commit()

@@ -68,6 +68,27 @@ class Batch:
         self.error: BaseException | None = None
 
 
+class Signal:
+    """Wakes whoever waits at the time of ``fire`` (a ``trio.Event`` that re-arms). The
+    event is made on the first wait: most files never run a batch, and making one costs
+    more than the rest of a small file's staging state."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: trio.Event | None = None
+
+    async def wait(self) -> None:
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
+
+    def fire(self) -> None:
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+
 class FileContent:
     def __init__(self, ino: int, entries: Sequence[Entry], size: int, staging_dir: Path,
                  params: Params = DEFAULT) -> None:  # fmt: skip
@@ -85,10 +106,10 @@ class FileContent:
         self.new_chunks: list[bytes] = []  # written since the last durable point
         self.lock = QuickLock()
         self.batches: deque[Batch] = deque()  # framing jobs in flight, in stream order
-        self._batch_done: trio.Event | None = None  # see batch_done
+        self.batch_done = Signal()  # fired whenever a batch finishes
         self.next_batch = 0  # number of the next batch
         self.cut_turn = 0  # number of the batch whose piece is cut next
-        self._cut_done: trio.Event | None = None  # see cut_done
+        self.cut_done = Signal()  # fired whenever a batch's cut ends
         self.error: BaseException | None = None  # a failed batch: later writes/seals fail
         self.to_sync: list[bytes] = []  # framed stream chunks for the background fsync
         self.syncing = False  # that fsync is running (one at a time per file)
@@ -96,31 +117,6 @@ class FileContent:
         self._dir = staging_dir
         self._path: Path | None = None
         self._fd: int | None = None
-
-    # Events made only when someone waits: most files never run a batch.
-    @property
-    def batch_done(self) -> trio.Event:
-        """Set (and replaced) whenever a batch finishes (``batch_finished``)."""
-        if self._batch_done is None:
-            self._batch_done = trio.Event()
-        return self._batch_done
-
-    def batch_finished(self) -> None:
-        if self._batch_done is not None:
-            self._batch_done.set()
-            self._batch_done = None
-
-    @property
-    def cut_done(self) -> trio.Event:
-        """Set (and replaced) whenever a batch's cut ends (``cut_finished``)."""
-        if self._cut_done is None:
-            self._cut_done = trio.Event()
-        return self._cut_done
-
-    def cut_finished(self) -> None:
-        if self._cut_done is not None:
-            self._cut_done.set()
-            self._cut_done = None
 
     # --- random mode ----------------------------------------------------------------------
 

@@ -162,12 +162,17 @@ class Txn:
         raw = self.get(_k(_N, ino))
         return None if raw is None else self._s._decode_node(ino, raw)
 
-    def put_node(self, node: Node) -> None:
-        self._dirs.update(parent for parent, _ in node.names)
+    def put_node(self, node: Node, *, indexed: bool = False) -> None:
+        """Write ``node``'s record (and its id -> ino key). ``indexed``: the caller read
+        ``node`` from this store in the same handler (a parent whose times move, a file
+        being sealed), so its id -> ino key is there already and is not written again."""
+        for parent, _ in node.names:
+            self._dirs.add(parent)
         raw = node.encode()
         self.put(_k(_N, node.ino), raw)
         self._s._keep_node(raw, node)
-        self.put(_I + bytes.fromhex(node.id), _U64.pack(node.ino))
+        if not indexed:
+            self.put(_I + bytes.fromhex(node.id), _U64.pack(node.ino))
         if not node.names and node.ino != ROOT_INO:
             self.put(_k(_Z, node.ino), b"")
 

@@ -81,7 +81,7 @@ class TreeOps:
         keeps its own directory times)."""
         for d in {d.ino: d for d in dirs}.values() if len(dirs) > 1 else dirs:
             d.mtime_ns = d.ctime_ns = now
-            txn.put_node(d)
+            txn.put_node(d, indexed=True)
 
     def _check_free(self, parent: int, name: str) -> None:
         if self.store.lookup(parent, name) is not None:
