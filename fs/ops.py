@@ -472,7 +472,10 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
 
     @translate
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
-        text = _xname(name)  # first: the kernel asks for security.capability on every write
+        if not name.startswith(b"user."):
+            # the kernel asks for security.capability before every write: answer at once
+            raise quick_error(NotSupported)
+        text = _xname(name)
         value = self._node(inode).xattrs.get(text)
         if value is None:
             raise quick_error(NoAttribute)
