@@ -126,13 +126,15 @@ _name = check_child_name
 
 
 def _xname(raw: bytes) -> str:
+    """A kernel-given xattr name as text: only ``user.*`` names exist on the drive, others
+    get ENOTSUP straight from errmap's table (the kernel asks for ``security.capability``
+    before every write)."""
+    if not raw.startswith(b"user.") or raw == b"user.":
+        raise quick_error(NotSupported)
     try:
-        name = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise NotSupported("xattr name is not UTF-8") from None
-    if not name.startswith("user.") or name == "user.":
-        raise NotSupported("only user.* extended attributes are supported")
-    return name
 
 
 class Operations(TreeOps, FileOps, pyfuse3.Operations):
@@ -472,10 +474,7 @@ class Operations(TreeOps, FileOps, pyfuse3.Operations):
 
     @translate
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
-        if not name.startswith(b"user."):
-            # the kernel asks for security.capability before every write: answer at once
-            raise quick_error(NotSupported)
-        text = _xname(name)
+        text = _xname(name)  # first: the kernel asks for security.capability on every write
         value = self._node(inode).xattrs.get(text)
         if value is None:
             raise quick_error(NoAttribute)

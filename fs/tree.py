@@ -79,7 +79,7 @@ class TreeOps:
     def _touch(self, txn: Any, now: int, *dirs: Node) -> None:
         """A directory's entries changed: its mtime and ctime move (local only; the server
         keeps its own directory times)."""
-        for d in {d.ino: d for d in dirs}.values() if len(dirs) > 1 else dirs:
+        for d in {d.ino: d for d in dirs}.values():
             d.mtime_ns = d.ctime_ns = now
             txn.put_node(d, indexed=True)
 
